@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kuryr-pools/kuryr/pool"
+)
+
+// checkpointVersion changes when the file format does; an unknown version is refused, not guessed.
+const checkpointVersion = 1
+
+// Attachment is one (container, ifname) that holds a port: what DEL needs to tear it down without
+// asking Neutron or Kubernetes.
+type Attachment struct {
+	ContainerID string     `json:"containerId"`
+	IfName      string     `json:"ifName"`
+	Netns       string     `json:"netns"`
+	Pod         PodRef     `json:"pod"`
+	Port        pool.Port  `json:"port"`
+	Plug        PlugParams `json:"plug"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	// Network is the CNI network name, for GC's valid-attachments matching.
+	Network string `json:"network,omitempty"`
+}
+
+// PodRef names a pod.
+type PodRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid,omitempty"`
+}
+
+// String is namespace/name, the name kuryr gives a pod's port.
+func (p PodRef) String() string { return p.Namespace + "/" + p.Name }
+
+// Cooling is a released port waiting out its cooldown: persisted so that a restart does not hand
+// it out early.
+type Cooling struct {
+	Port       pool.Port `json:"port"`
+	ReleasedAt time.Time `json:"releasedAt"`
+}
+
+// owner is the engine owner string of an attachment.
+func owner(containerID, ifName string) string { return containerID + "/" + ifName }
+
+// Owner returns the engine owner string of the attachment.
+func (a *Attachment) Owner() string { return owner(a.ContainerID, a.IfName) }
+
+type checkpointFile struct {
+	Version     int           `json:"version"`
+	Attachments []*Attachment `json:"attachments"`
+	Cooling     []Cooling     `json:"cooling"`
+}
+
+// Checkpoint is the agent's record of which container uses which port, persisted atomically
+// (temp file in the same directory, fsync, rename, fsync of the directory) on every change.
+type Checkpoint struct {
+	path string
+
+	mu          sync.Mutex
+	attachments map[string]*Attachment // by owner
+	cooling     map[string]Cooling     // by port ID
+	// writeHook, when set, is called right before the rename: tests kill the agent there.
+	writeHook func()
+}
+
+// OpenCheckpoint loads path, or starts empty when it does not exist.
+func OpenCheckpoint(path string) (*Checkpoint, error) {
+	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	var f checkpointFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("checkpoint %s is corrupt: %w", path, err)
+	}
+	if f.Version != checkpointVersion {
+		return nil, fmt.Errorf("checkpoint %s has version %d, this agent reads version %d", path, f.Version, checkpointVersion)
+	}
+	for _, a := range f.Attachments {
+		if a == nil || a.ContainerID == "" || a.IfName == "" || a.Port.ID == "" {
+			return nil, fmt.Errorf("checkpoint %s holds an attachment without container, ifname or port", path)
+		}
+		c.attachments[a.Owner()] = a
+	}
+	for _, cl := range f.Cooling {
+		c.cooling[cl.Port.ID] = cl
+	}
+	return c, nil
+}
+
+// Get returns the attachment of (containerID, ifName).
+func (c *Checkpoint) Get(containerID, ifName string) (*Attachment, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.attachments[owner(containerID, ifName)]
+	return a, ok
+}
+
+// Attachments returns every attachment, sorted by owner.
+func (c *Checkpoint) Attachments() []*Attachment {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Attachment, 0, len(c.attachments))
+	for _, a := range c.attachments {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b *Attachment) int {
+		if a.Owner() < b.Owner() {
+			return -1
+		}
+		if a.Owner() > b.Owner() {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// CoolingPorts returns the persisted cooling ports.
+func (c *Checkpoint) CoolingPorts() []Cooling {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Cooling, 0, len(c.cooling))
+	for _, cl := range c.cooling {
+		out = append(out, cl)
+	}
+	slices.SortFunc(out, func(a, b Cooling) int {
+		if a.Port.ID < b.Port.ID {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// Put records an attachment and persists it before returning.
+func (c *Checkpoint) Put(a *Attachment) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.attachments[a.Owner()]
+	c.attachments[a.Owner()] = a
+	if err := c.persistLocked(); err != nil {
+		if prev != nil {
+			c.attachments[a.Owner()] = prev
+		} else {
+			delete(c.attachments, a.Owner())
+		}
+		return err
+	}
+	return nil
+}
+
+// Release removes an attachment and records its port as cooling, in one persisted step.
+func (c *Checkpoint) Release(containerID, ifName string, at time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := owner(containerID, ifName)
+	a, ok := c.attachments[key]
+	if !ok {
+		return nil
+	}
+	delete(c.attachments, key)
+	c.cooling[a.Port.ID] = Cooling{Port: a.Port, ReleasedAt: at}
+	if err := c.persistLocked(); err != nil {
+		c.attachments[key] = a
+		delete(c.cooling, a.Port.ID)
+		return err
+	}
+	return nil
+}
+
+// Drop removes an attachment without cooling its port (ADD rolled back before the pod used it).
+func (c *Checkpoint) Drop(containerID, ifName string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := owner(containerID, ifName)
+	a, ok := c.attachments[key]
+	if !ok {
+		return nil
+	}
+	delete(c.attachments, key)
+	if err := c.persistLocked(); err != nil {
+		c.attachments[key] = a
+		return err
+	}
+	return nil
+}
+
+// Cooled forgets cooling ports that the pool has taken back (recycled or deleted).
+func (c *Checkpoint) Cooled(portIDs ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	for _, id := range portIDs {
+		if _, ok := c.cooling[id]; ok {
+			delete(c.cooling, id)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return c.persistLocked()
+}
+
+func (c *Checkpoint) persistLocked() error {
+	f := checkpointFile{Version: checkpointVersion, Attachments: make([]*Attachment, 0, len(c.attachments)), Cooling: make([]Cooling, 0, len(c.cooling))}
+	for _, a := range c.attachments {
+		f.Attachments = append(f.Attachments, a)
+	}
+	for _, cl := range c.cooling {
+		f.Cooling = append(f.Cooling, cl)
+	}
+	data, err := json.Marshal(&f)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	return writeFileAtomic(c.path, data, 0o600, c.writeHook)
+}
+
+// writeFileAtomic replaces path with data so that a crash leaves either the old or the new file:
+// write a temp file in the same directory, fsync it, rename it over path, fsync the directory.
+func writeFileAtomic(path string, data []byte, mode os.FileMode, beforeRename func()) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // a no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmpName, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod %s: %w", tmpName, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsync %s: %w", tmpName, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmpName, err)
+	}
+	if beforeRename != nil {
+		beforeRename()
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmpName, path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
