@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kuryr-pools/kuryr/pool"
+)
+
+func TestCheckpointPersistsAndReloads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "checkpoint.json")
+	c, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Attachment{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/x", Port: pool.Port{ID: "p1"}}
+	if err := c.Put(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(&Attachment{ContainerID: "c2", IfName: "eth0", Port: pool.Port{ID: "p2"}}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	if err := c.Release("c2", "eth0", at); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("checkpoint file: %v mode %v, want 0600", err, fi.Mode().Perm())
+	}
+	re, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := re.Attachments(); len(got) != 1 || got[0].Port.ID != "p1" {
+		t.Errorf("attachments after reload: %+v", got)
+	}
+	if cl := re.CoolingPorts(); len(cl) != 1 || cl[0].Port.ID != "p2" || !cl[0].ReleasedAt.Equal(at) {
+		t.Errorf("cooling after reload: %+v", cl)
+	}
+	if err := re.Cooled("p2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := re.Drop("c1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	re2, _ := OpenCheckpoint(path)
+	if len(re2.Attachments()) != 0 || len(re2.CoolingPorts()) != 0 {
+		t.Errorf("after Cooled+Drop: %+v %+v", re2.Attachments(), re2.CoolingPorts())
+	}
+	// No temp files are left behind.
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want only the checkpoint", len(entries))
+	}
+}
+
+func TestCheckpointCrashBeforeRenameKeepsTheOldState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.json")
+	c, _ := OpenCheckpoint(path)
+	if err := c.Put(&Attachment{ContainerID: "c1", IfName: "eth0", Port: pool.Port{ID: "p1"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate a crash between fsync and rename: the new state must not be visible.
+	c.writeHook = func() { panic("crash") }
+	func() {
+		defer func() { _ = recover() }()
+		_ = c.Put(&Attachment{ContainerID: "c2", IfName: "eth0", Port: pool.Port{ID: "p2"}})
+	}()
+	re, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatalf("checkpoint unreadable after a crash: %v", err)
+	}
+	if got := re.Attachments(); len(got) != 1 || got[0].ContainerID != "c1" {
+		t.Errorf("after crash: %+v, want only c1", got)
+	}
+}
+
+func TestCheckpointRefusesCorruptOrForeignFiles(t *testing.T) {
+	for name, content := range map[string]string{
+		"corrupt":        `{"version":1,"attachments":[`,
+		"future version": `{"version":99}`,
+		"no port":        `{"version":1,"attachments":[{"containerId":"c","ifName":"eth0","port":{}}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "checkpoint.json")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := OpenCheckpoint(path); err == nil || !strings.Contains(err.Error(), path) {
+				t.Errorf("OpenCheckpoint = %v, want an error naming %s", err, path)
+			}
+		})
+	}
+}
