@@ -97,7 +97,9 @@ cat >"$STATE/etc/ml2_conf.ini" <<EOF
 type_drivers = flat,vlan,vxlan,local
 tenant_network_types = vxlan
 mechanism_drivers = openvswitch
-extension_drivers = port_security
+# tag_ports_during_bulk_creation: without it Neutron answers 201 to a create body with "tags" and
+# silently drops them (checked on this Zed server); kuryr sets its tags in the create request.
+extension_drivers = port_security,tag_ports_during_bulk_creation
 [ml2_type_vxlan]
 vni_ranges = 1:10000
 [ml2_type_vlan]
@@ -109,9 +111,17 @@ CONF=(--config-file "$STATE/etc/neutron.conf" --config-file "$STATE/etc/ml2_conf
 
 api_up() { curl -fsS -m 5 -H "X-Project-Id: $PROJECT" -H 'X-Roles: admin' "${ENDPOINT}v2.0/extensions" >/dev/null; }
 
-if pid_alive "$STATE/neutron-server.pid" && api_up; then
+# A running server started with another configuration is restarted.
+conf_sum=$(cat "$STATE/etc/neutron.conf" "$STATE/etc/ml2_conf.ini" | sha256sum | cut -d' ' -f1)
+same_conf() { [ "$(cat "$STATE/etc/running.sum" 2>/dev/null)" = "$conf_sum" ]; }
+if pid_alive "$STATE/neutron-server.pid" && api_up && same_conf; then
 	log "neutron-server: reusing the running server (pid $(cat "$STATE/neutron-server.pid"))"
 else
+	if pid_alive "$STATE/neutron-server.pid"; then
+		log "neutron-server: configuration changed, restarting"
+		kill -TERM -- "-$(cat "$STATE/neutron-server.pid")" 2>/dev/null || true
+		stop_pidfile "$STATE/neutron-server.pid" neutron-server 30
+	fi
 	api_up 2>/dev/null && die "something else answers on $ENDPOINT (not our pid file $STATE/neutron-server.pid)"
 	stop_pidfile "$STATE/neutron-server.pid" neutron-server 10
 	# Migrate only a new database; the marker is written after a complete migration.
@@ -124,6 +134,7 @@ else
 	log "neutron-server: starting on $ENDPOINT"
 	setsid neutron-server "${CONF[@]}" </dev/null >>"$STATE/server.stdout" 2>&1 &
 	echo $! >"$STATE/neutron-server.pid"
+	echo "$conf_sum" >"$STATE/etc/running.sum"
 	if ! wait_until "$API_TIMEOUT" "neutron-server API on $ENDPOINT" api_up; then
 		tail -30 "$STATE/server.log" >&2 || true
 		die "neutron-server did not answer within ${API_TIMEOUT}s"
