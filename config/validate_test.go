@@ -17,7 +17,7 @@ func TestDefaultIsValid(t *testing.T) {
 	}
 	// kuryr's defaults (kuryr-behaviour.md §1) and ours for the new options.
 	checks := []struct {
-		name     string
+		name      string
 		got, want any
 	}{
 		{"vif_pool_driver", c.Kubernetes.VIFPoolDriver, "noop"},
