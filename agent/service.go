@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/cni"
+	"github.com/kuryr-pools/kuryr/netns"
 	"github.com/kuryr-pools/kuryr/pool"
 )
 
@@ -396,7 +397,7 @@ func (s *Service) plugParams(port pool.Port, sub SubnetInfo) (PlugParams, error)
 	case "bridge":
 		pp.Mode = "bridge"
 	}
-	pp.HostIfName = HostIfName(port.ID)
+	pp.HostIfName = netns.HostIfName(port.ID)
 	switch pp.Mode {
 	case "ovs":
 		pp.Bridge = s.Binding.OVSBridge
@@ -412,15 +413,6 @@ func (s *Service) plugParams(port pool.Port, sub SubnetInfo) (PlugParams, error)
 		return PlugParams{}, fmt.Errorf("unknown VIF type %q for port %s", pp.Mode, port.ID)
 	}
 	return pp, nil
-}
-
-// HostIfName is kuryr's name for the host end of a port's veth: "tap" and the first 11 characters
-// of the port ID.
-func HostIfName(portID string) string {
-	if len(portID) > 11 {
-		portID = portID[:11]
-	}
-	return "tap" + portID
 }
 
 // resultOf builds the CNI result of an attachment.
