@@ -1,0 +1,27 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"testing"
+)
+
+// KubeconfigEnv names the kubeconfig of the test kube-apiserver; hack/kube-up.sh prints its path.
+const KubeconfigEnv = "KURYR_TEST_KUBECONFIG"
+
+// Kubeconfig returns the path in KURYR_TEST_KUBECONFIG. When it is unset or the file does not exist
+// the test goes through Require: skipped in a plain `go test`, failed under KURYR_REQUIRE_ALL=1.
+func Kubeconfig(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv(KubeconfigEnv)
+	if path == "" {
+		Require(t, false, fmt.Sprintf("test needs a kube-apiserver: %s is not set (export %s=$(hack/kube-up.sh | tail -n1))",
+			KubeconfigEnv, KubeconfigEnv))
+		return ""
+	}
+	if _, err := os.Stat(path); err != nil {
+		Require(t, false, fmt.Sprintf("test needs a kube-apiserver: %s=%s: %v (rerun hack/kube-up.sh)", KubeconfigEnv, path, err))
+		return ""
+	}
+	return path
+}
