@@ -158,6 +158,7 @@ var aliases = func() map[string][]*option {
 // build types the merged raw options into a Config on top of the defaults.
 func build(raw rawINI) (*Config, error) {
 	c := Default()
+	e := newExpander(raw)
 	var errs []error
 
 	for _, sec := range slices.Sorted(maps.Keys(raw)) {
@@ -181,7 +182,7 @@ func build(raw rawINI) (*Config, error) {
 			continue
 		}
 		c.setSource(o.section, o.name, source{file: rv.file, name: name})
-		v, reason := convert(raw, o, rv.value)
+		v, reason := convert(e, o, rv.value)
 		switch {
 		case reason != "":
 			errs = append(errs, c.rawErr(o, name, rv, reason))
@@ -193,7 +194,7 @@ func build(raw rawINI) (*Config, error) {
 		}
 	}
 
-	errs = append(errs, c.applySpecial(raw)...)
+	errs = append(errs, c.applySpecial(raw, e)...)
 	errs = append(errs, c.checkOptions()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -248,13 +249,13 @@ func (c *Config) rawErr(o *option, name string, rv rawValue, reason string) erro
 }
 
 // applySpecial handles the options that feed or derive from other options.
-func (c *Config) applySpecial(raw rawINI) []error {
+func (c *Config) applySpecial(raw rawINI, e *expander) []error {
 	var errs []error
 
 	// keystoneauth's valid_interfaces (a list) supersedes interface.
 	if rv, ok := raw.get(secNeutron, "valid_interfaces"); ok {
 		o := lookup(secNeutron, "interface")
-		v, reason := convert(raw, &option{section: secNeutron, name: "valid_interfaces", kind: kindList}, rv.value)
+		v, reason := convert(e, &option{section: secNeutron, name: "valid_interfaces", kind: kindList}, rv.value)
 		if reason != "" {
 			errs = append(errs, c.rawErr(o, "valid_interfaces", rv, reason))
 		} else if list := v.([]string); len(list) > 0 {
@@ -291,8 +292,8 @@ func (c *Config) applySpecial(raw rawINI) []error {
 
 // convert turns a raw value into the option's type. It returns (nil, "") for an empty value of a
 // scalar type, which leaves the default in place, and a reason when the value is invalid.
-func convert(raw rawINI, o *option, s string) (any, string) {
-	s, err := substitute(raw, o.section, s, 0)
+func convert(e *expander, o *option, s string) (any, string) {
+	s, err := e.expand(o.section, s)
 	if err != nil {
 		return nil, err.Error()
 	}
@@ -370,22 +371,34 @@ func parseDict(s string) (any, string) {
 	return m, ""
 }
 
-// maxSubstitutionDepth bounds chains of references, so a loop is an error, not a hang.
-const maxSubstitutionDepth = 8
+// maxExpandedLen bounds what one value may expand to: references can nest, and without a bound a
+// few lines of $a$a$a... would take exponential time and memory.
+const maxExpandedLen = 64 << 10
 
-// substitute expands oslo.config's templates: $name and ${name} (an option of the same section,
-// else of [DEFAULT]), ${section.name}, and the escapes $$ and \$ for a literal "$". A reference
-// to nothing is an error, as in oslo: an unescaped "$" in a password must be written "$$".
-func substitute(raw rawINI, section, s string, depth int) (string, error) {
+// expander expands oslo.config's templates in option values: $name and ${name} (an option of the
+// same section, else of [DEFAULT]), ${section.name}, and the escapes $$ and \$ for a literal "$".
+// A reference to nothing is an error, as in oslo, so an unescaped "$" in a password is caught at
+// start rather than sent to Keystone mangled.
+type expander struct {
+	raw  rawINI
+	done map[[2]string]string // expanded values of referenced options
+	busy map[[2]string]bool   // options being expanded, to catch reference loops
+}
+
+func newExpander(raw rawINI) *expander {
+	return &expander{raw: raw, done: map[[2]string]string{}, busy: map[[2]string]bool{}}
+}
+
+func (e *expander) expand(section, s string) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil
-	}
-	if depth > maxSubstitutionDepth {
-		return "", errors.New("too many nested $ substitutions (a reference loop?)")
 	}
 	s = strings.ReplaceAll(s, `\$`, "$$")
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
+		if b.Len() > maxExpandedLen {
+			return "", fmt.Errorf("expands to more than %d bytes", maxExpandedLen)
+		}
 		if s[i] != '$' || i+1 == len(s) {
 			b.WriteByte(s[i])
 			continue
@@ -414,19 +427,22 @@ func substitute(raw rawINI, section, s string, depth int) (string, error) {
 			b.WriteByte('$')
 			continue
 		}
-		v, err := resolve(raw, section, name, depth)
+		v, err := e.resolve(section, name)
 		if err != nil {
 			return "", err
 		}
 		b.WriteString(v)
 		i = end - 1
 	}
+	if b.Len() > maxExpandedLen {
+		return "", fmt.Errorf("expands to more than %d bytes", maxExpandedLen)
+	}
 	return b.String(), nil
 }
 
 // resolve finds the value of a $reference: the option in the referring section (as written, else
 // its default when we know it), then [DEFAULT]; "group.option" names another section.
-func resolve(raw rawINI, section, name string, depth int) (string, error) {
+func (e *expander) resolve(section, name string) (string, error) {
 	candidates := [][2]string{{section, name}, {secDefault, name}}
 	if g, opt, ok := strings.Cut(name, "."); ok {
 		if g != secDefault {
@@ -435,8 +451,21 @@ func resolve(raw rawINI, section, name string, depth int) (string, error) {
 		candidates = [][2]string{{g, opt}}
 	}
 	for _, cand := range candidates {
-		if rv, ok := raw.get(cand[0], cand[1]); ok {
-			return substitute(raw, cand[0], rv.value, depth+1)
+		if rv, ok := e.raw.get(cand[0], cand[1]); ok {
+			if v, ok := e.done[cand]; ok {
+				return v, nil
+			}
+			if e.busy[cand] {
+				return "", fmt.Errorf("cannot expand $%s: it refers back to itself", name)
+			}
+			e.busy[cand] = true
+			v, err := e.expand(cand[0], rv.value)
+			delete(e.busy, cand)
+			if err != nil {
+				return "", err
+			}
+			e.done[cand] = v
+			return v, nil
 		}
 		if o := lookup(cand[0], cand[1]); o != nil && o.field != nil {
 			return format(o.get(Default())), nil

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -177,7 +178,9 @@ func TestParseInvalid(t *testing.T) {
 		{"vif annotation timeout", "[cni_daemon]\nvif_annotation_timeout = 0", "cni_daemon", "vif_annotation_timeout", "0", "greater than 0"},
 		{"cache_time", "[node_driver_caching]\ncache_time = -1", "node_driver_caching", "cache_time", "-1", "must not be negative"},
 		{"unknown substitution", "[neutron]\nregion_name = $nowhere", "neutron", "region_name", "$nowhere", "cannot expand $nowhere"},
-		{"substitution loop", "[DEFAULT]\na = $b\nb = $a\n[neutron]\nregion_name = $a", "neutron", "region_name", "$a", "a reference loop"},
+		{"substitution loop", "[DEFAULT]\na = $b\nb = $a\n[neutron]\nregion_name = $a", "neutron", "region_name", "$a", "cannot expand $a: it refers back to itself"},
+		{"self reference", "[neutron]\nregion_name = x$region_name", "neutron", "region_name", "x$region_name", "refers back to itself"},
+		{"expansion bound", "[DEFAULT]\na = " + strings.Repeat("x", 1000) + "\nb = " + strings.Repeat("$a", 100) + "\n[neutron]\nregion_name = $b", "neutron", "region_name", "$b", "expands to more than 65536 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,6 +201,21 @@ func TestParseInvalid(t *testing.T) {
 }
 
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
+
+// References fan out: each level doubles, so without memoising, expanding $v40 would take 2^40
+// steps even though every value is empty.
+func TestSubstitutionIsLinear(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("[DEFAULT]\nv0 =\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "v%d = ${v%d}$v%d\n", i, i-1, i-1)
+	}
+	b.WriteString("[neutron]\nregion_name = r$v40\n")
+	c := mustParse(t, b.String())
+	if c.Neutron.RegionName != "r" {
+		t.Errorf("region_name = %q, want r", c.Neutron.RegionName)
+	}
+}
 
 func TestParseErrorsAreAllReported(t *testing.T) {
 	_, err := Parse([]byte("[vif_pool]\nports_pool_min = abc\nports_pool_batch = 0\n[kubernetes]\npod_vif_driver = x\n"))
