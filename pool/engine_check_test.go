@@ -32,8 +32,14 @@ func (c *engClock) Advance(d time.Duration) {
 // public API: each port in exactly one state and place, owners one-to-one with in-use ports, counts
 // and Stats derived from the ports, in-flight equal to the open tickets and never negative.
 func checkEngine(e *Engine) error {
+	_, err := checkEngineSnapshot(e)
+	return err
+}
+
+// checkEngineSnapshot is checkEngine returning the snapshot it checked.
+func checkEngineSnapshot(e *Engine) (Snapshot, error) {
 	if err := checkInternals(e); err != nil {
-		return err
+		return Snapshot{}, err
 	}
 	// Stats through the public API against counts derived from the public Snapshot.
 	s := e.Snapshot()
@@ -44,24 +50,24 @@ func checkEngine(e *Engine) error {
 	for _, ps := range s.Ports {
 		d := derived[ps.Port.Key]
 		if d == nil {
-			return fmt.Errorf("port %s of key %s that Keys does not list", ps.Port.ID, ps.Port.Key)
+			return s, fmt.Errorf("port %s of key %s that Keys does not list", ps.Port.ID, ps.Port.Key)
 		}
 		*d.count(ps.State)++
 	}
 	for k, d := range derived {
 		got := e.Stats(k)
 		if got.InFlight < 0 || got.Waiting < 0 {
-			return fmt.Errorf("pool %s: negative stats %+v", k, got)
+			return s, fmt.Errorf("pool %s: negative stats %+v", k, got)
 		}
 		got.InFlight, got.Waiting = 0, 0
 		if got != *d {
-			return fmt.Errorf("pool %s: Stats %+v, derived from the ports %+v", k, got, *d)
+			return s, fmt.Errorf("pool %s: Stats %+v, derived from the ports %+v", k, got, *d)
 		}
 		if free := e.FreePorts(k); len(free) != d.Free {
-			return fmt.Errorf("pool %s: FreePorts lists %d ports, %d are free", k, len(free), d.Free)
+			return s, fmt.Errorf("pool %s: FreePorts lists %d ports, %d are free", k, len(free), d.Free)
 		}
 	}
-	return nil
+	return s, nil
 }
 
 func checkInternals(e *Engine) error {

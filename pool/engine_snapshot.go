@@ -65,14 +65,19 @@ func (e *Engine) Snapshot() Snapshot {
 		slices.SortFunc(ps.Groups, func(a, b GroupSnapshot) int { return cmp.Compare(a.SGs, b.SGs) })
 		s.Pools = append(s.Pools, ps)
 	}
+	// Sort pointers, not the big PortSnapshot values: the checkpoint is written on every ADD and DEL.
+	entries := make([]*engineEntry, 0, len(e.ports))
 	for _, en := range e.ports {
+		entries = append(entries, en)
+	}
+	slices.SortFunc(entries, func(a, b *engineEntry) int { return cmp.Compare(a.port.ID, b.port.ID) })
+	for _, en := range entries {
 		s.Ports = append(s.Ports, PortSnapshot{
 			Port: en.port, State: en.state, Owner: en.owner, WantSGs: en.want,
 			Since: en.since.Round(0), // no monotonic reading: it means nothing in a checkpoint
 			Seq:   en.seq,
 		})
 	}
-	slices.SortFunc(s.Ports, func(a, b PortSnapshot) int { return cmp.Compare(a.Port.ID, b.Port.ID) })
 	return s
 }
 
