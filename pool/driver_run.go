@@ -1,0 +1,372 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Run carries out the engine's plans until ctx is done: a Tick every UpdateFrequency (recycle
+// cooled ports, delete the surplus, top pools up to Min), refills planned as soon as Acquire,
+// Release or EnsurePool kick it (no polling), noop deletions at once, and the MarkInUse queue.
+// Neutron calls get ctx: on return every call has finished or been cancelled and reported to the
+// engine. Nothing is done before Recover. Run must not be called twice at once.
+func (d *Driver) Run(ctx context.Context) {
+	log := klog.FromContext(ctx).WithValues("poolNode", d.node)
+	ctx = klog.NewContext(ctx, log)
+	if !d.running.CompareAndSwap(false, true) {
+		log.Error(nil, "pool driver already running; second Run ignored")
+		return
+	}
+	defer d.running.Store(false)
+
+	r := &runner{d: d, ctx: ctx}
+	for range markWorkers {
+		r.wg.Go(func() { d.markLoop(ctx) })
+	}
+	ticker := time.NewTicker(d.freq)
+	defer ticker.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+
+	r.tick()
+	for {
+		r.arm(retry)
+		select {
+		case <-ctx.Done():
+			r.stop()
+			return
+		case <-ticker.C:
+			r.tick()
+		case done := <-d.tickC:
+			r.tick()
+			if done != nil {
+				close(done)
+			}
+		case <-d.kickC:
+			if d.ready.Load() {
+				r.refills(d.e.PlanRefills())
+			}
+		case <-retry.C:
+			r.refills(nil)
+		case p := <-d.deleteC:
+			batch := []Port{p}
+		drain:
+			for len(batch) < deleteQueue {
+				select {
+				case p := <-d.deleteC:
+					batch = append(batch, p)
+				default:
+					break drain
+				}
+			}
+			r.delete(batch)
+		}
+	}
+}
+
+// runner is the state of one Run: the goroutines it started and the refills held back by backoff.
+type runner struct {
+	d   *Driver
+	ctx context.Context
+	wg  sync.WaitGroup
+	// parked are refill tickets of keys whose last refills failed, waiting for their retry time.
+	// They stay in flight in the engine, so that nothing plans the same ports again meanwhile.
+	parked []Refill
+}
+
+func (r *runner) tick() {
+	if !r.d.ready.Load() {
+		return
+	}
+	plan := r.d.e.Tick()
+	if len(plan.Delete) > 0 {
+		r.delete(plan.Delete)
+	}
+	for _, p := range plan.Recycle {
+		r.wg.Go(func() { r.d.recycle(r.ctx, p) })
+	}
+	r.refills(plan.Refills)
+}
+
+// refills starts the tickets planned and every parked one whose key may be retried now; the
+// others are parked.
+func (r *runner) refills(planned []Refill) {
+	r.parked = append(r.parked, planned...)
+	now := r.d.clock.Now()
+	kept := r.parked[:0]
+	for _, t := range r.parked {
+		if at := r.d.retryAt(t.Key); now.Before(at) {
+			kept = append(kept, t)
+			continue
+		}
+		r.wg.Go(func() { _, _ = r.d.runRefill(r.ctx, t) })
+	}
+	r.parked = kept
+}
+
+// arm sets the retry timer for the earliest parked ticket.
+func (r *runner) arm(t *time.Timer) {
+	if len(r.parked) == 0 {
+		t.Stop()
+		return
+	}
+	var first time.Time
+	for i, p := range r.parked {
+		if at := r.d.retryAt(p.Key); i == 0 || at.Before(first) {
+			first = at
+		}
+	}
+	t.Reset(max(first.Sub(r.d.clock.Now()), minTimerWait))
+}
+
+func (r *runner) delete(ports []Port) {
+	r.wg.Go(func() {
+		select {
+		case r.d.ioSem <- struct{}{}:
+		case <-r.ctx.Done():
+			for _, p := range ports {
+				r.d.e.DeleteFailed(p.ID)
+			}
+			return
+		}
+		defer func() { <-r.d.ioSem }()
+		if _, err := r.d.deletePorts(r.ctx, ports); err != nil && r.ctx.Err() == nil {
+			klog.FromContext(r.ctx).Error(err, "deleting pool ports failed; the next tick retries")
+		}
+		r.d.kick() // room under Max again
+	})
+}
+
+// stop gives back what the engine still counts on this Run for, and waits for the goroutines.
+func (r *runner) stop() {
+	for _, t := range r.parked {
+		r.d.e.RefillDone(t.ID, nil, r.ctx.Err())
+	}
+	r.parked = nil
+	for drained := false; !drained; {
+		select {
+		case p := <-r.d.deleteC:
+			r.d.e.DeleteFailed(p.ID) // the next Run's tick deletes it
+		default:
+			drained = true
+		}
+	}
+	r.wg.Wait()
+}
+
+func (d *Driver) retryAt(key Key) time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.pools[key]; p != nil {
+		return p.retryAt
+	}
+	return time.Time{}
+}
+
+// refillResult records how a refill of key went: a failure is the key's reason for waiting requests
+// and delays its next refill, exponentially up to UpdateFrequency.
+func (d *Driver) refillResult(key Key, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.poolLocked(key)
+	if err == nil {
+		p.lastErr, p.failures, p.retryAt = "", 0, time.Time{}
+		return
+	}
+	p.lastErr = err.Error()
+	p.failures++
+	delay := d.base << min(p.failures-1, 20)
+	if delay <= 0 || delay > d.freq {
+		delay = d.freq
+	}
+	p.retryAt = d.clock.Now().Add(delay)
+}
+
+// runRefill creates the ports of one ticket and reports them to the engine, which wakes the key's
+// waiters either way.
+func (d *Driver) runRefill(ctx context.Context, t Refill) (int, error) {
+	select {
+	case d.createSem <- struct{}{}:
+	case <-ctx.Done():
+		d.e.RefillDone(t.ID, nil, ctx.Err())
+		return 0, fmt.Errorf("create %d ports of pool %s: %w", t.Count, t.Key, ctx.Err())
+	}
+	defer func() { <-d.createSem }()
+	log := klog.FromContext(ctx).WithValues("pool", t.Key.String(), "count", t.Count, "ticket", t.ID)
+
+	subnets := d.subnets(t.Key)
+	if len(subnets) == 0 {
+		err := fmt.Errorf("create ports of pool %s: no subnets known for it (no EnsurePool or request named them)", t.Key)
+		d.refillResult(t.Key, err) // before RefillDone: woken waiters read the reason
+		d.e.RefillDone(t.ID, nil, err)
+		log.V(2).Info("pool not refilled", "err", err)
+		return 0, err
+	}
+	ports, err := d.b.CreatePorts(ctx, CreateRequest{Key: t.Key, SubnetIDs: subnets, SGs: t.SGs, Count: t.Count})
+	if err != nil {
+		d.n.createFail.Add(1)
+		if ctx.Err() == nil {
+			d.refillResult(t.Key, err)
+			log.Error(err, "pool refill failed")
+		}
+		// The backend is all or nothing; should it still return ports, they are kept, not leaked.
+		d.n.created.Add(int64(len(ports)))
+		d.e.RefillDone(t.ID, ports, err)
+		return len(ports), err
+	}
+	d.n.created.Add(int64(len(ports)))
+	d.refillResult(t.Key, nil)
+	d.e.RefillDone(t.ID, ports, nil)
+	log.V(4).Info("pool refilled", "created", len(ports))
+	d.kick() // a short batch, or more waiters than it served
+	return len(ports), nil
+}
+
+// recycle gives a cooled port its pool identity back.
+func (d *Driver) recycle(ctx context.Context, p Port) {
+	select {
+	case d.ioSem <- struct{}{}:
+	case <-ctx.Done():
+		d.e.RecycleFailed(p.ID)
+		return
+	}
+	defer func() { <-d.ioSem }()
+	if err := d.b.ResetPort(ctx, p); err != nil {
+		d.n.recycleFail.Add(1)
+		d.e.RecycleFailed(p.ID)
+		if ctx.Err() == nil {
+			klog.FromContext(ctx).Error(err, "recycling a pool port failed; the next tick retries", "port", p.ID)
+		}
+		return
+	}
+	d.n.recycled.Add(1)
+	d.e.Recycled(p.ID)
+}
+
+// deletePorts deletes ports the engine marked deleting and reports each one.
+func (d *Driver) deletePorts(ctx context.Context, ports []Port) (int, error) {
+	failed := d.b.DeletePorts(ctx, ports)
+	var errs []error
+	deleted := 0
+	for _, p := range ports {
+		if err, bad := failed[p.ID]; bad {
+			d.e.DeleteFailed(p.ID)
+			errs = append(errs, fmt.Errorf("delete port %s: %w", p.ID, err))
+			continue
+		}
+		d.e.Deleted(p.ID)
+		deleted++
+	}
+	d.n.deleted.Add(int64(deleted))
+	d.n.deleteFail.Add(int64(len(ports) - deleted))
+	return deleted, errors.Join(errs...)
+}
+
+func (d *Driver) markLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-d.markC:
+			d.mark(ctx, j)
+		}
+	}
+}
+
+// mark runs one MarkInUse with retries. It stops as soon as the port is no longer in use, so that
+// a late retry does not stamp a pod on a port already recycled.
+func (d *Driver) mark(ctx context.Context, j markJob) {
+	log := klog.FromContext(ctx).WithValues("port", j.p.ID, "pod", j.name)
+	delay := d.markBase
+	for attempt := 1; ; attempt++ {
+		if st, ok := d.PortState(j.p.ID); !ok || st != StateInUse {
+			return
+		}
+		err := d.b.MarkInUse(ctx, j.p, j.name, j.deviceID)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if attempt == markAttempts {
+			d.n.markFail.Add(1)
+			log.Error(err, "marking a port in use failed; giving up", "attempts", attempt)
+			return
+		}
+		log.V(2).Info("marking a port in use failed; retrying", "err", err, "attempt", attempt, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// Populate is the management API's populate: n ports of key created now (in tickets of at most
+// Batch, at most MaxConcurrentRefills at once), ignoring any refill backoff. Without force it never
+// goes past a non-zero Max and capped says how many of the n it refused. It returns when every
+// ticket is done; when ctx ends first, ports already created stay in the pool and creations cut
+// short leave nothing behind (the Backend is all or nothing).
+func (d *Driver) Populate(ctx context.Context, key Key, n int, force bool) (created int, capped int, err error) {
+	switch {
+	case d.noop:
+		return 0, 0, fmt.Errorf("populate pool %s: the noop pool driver keeps no pools", key)
+	case !d.Ready():
+		return 0, 0, fmt.Errorf("populate pool %s: %w", key, ErrNotReady)
+	}
+	d.mu.Lock()
+	var subnets []string
+	var sgs SGSet
+	if p := d.pools[key]; p != nil {
+		subnets, sgs = p.subnets, p.sgs
+	}
+	d.mu.Unlock()
+	if len(subnets) == 0 {
+		return 0, 0, fmt.Errorf("populate pool %s: no subnets known for it (no EnsurePool or request named them)", key)
+	}
+	tickets, capped := d.e.Populate(key, sgs, n, force)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, t := range tickets {
+		wg.Go(func() {
+			c, err := d.runRefill(ctx, t)
+			mu.Lock()
+			defer mu.Unlock()
+			created += c
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	return created, capped, errors.Join(errs...)
+}
+
+// Free is the management API's free: every free port of key is deleted now (subports detached first
+// by the backend); in-use, cooling and recycling ports are untouched. Ports it could not delete are
+// retried by the next tick.
+func (d *Driver) Free(ctx context.Context, key Key) (deleted int, err error) {
+	if !d.Ready() {
+		return 0, fmt.Errorf("free pool %s: %w", key, ErrNotReady)
+	}
+	ports := d.e.Free(key)
+	if len(ports) == 0 {
+		return 0, nil
+	}
+	deleted, err = d.deletePorts(ctx, ports)
+	if err != nil {
+		err = fmt.Errorf("free pool %s: %w", key, err)
+	}
+	return deleted, err
+}
