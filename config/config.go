@@ -279,7 +279,7 @@ var handlerAliases = map[string][]string{
 
 // HasHandler reports whether enabled_handlers enables name. Entries are matched as globs, as the
 // ports-pool documentation writes them ("*kuryrnet*"), and old names count for their successors.
-func (k *KubernetesSection) HasHandler(name string) bool {
+func (k KubernetesSection) HasHandler(name string) bool {
 	for _, e := range k.EnabledHandlers {
 		if e == name || slices.Contains(handlerAliases[e], name) {
 			return true
@@ -293,6 +293,6 @@ func (k *KubernetesSection) HasHandler(name string) bool {
 
 // PopulationEnabled reports whether the handlers that pre-populate the pools of a new namespace's
 // subnet are all enabled: namespace, kuryrnetwork and kuryrnetwork_population.
-func (k *KubernetesSection) PopulationEnabled() bool {
+func (k KubernetesSection) PopulationEnabled() bool {
 	return k.HasHandler("namespace") && k.HasHandler("kuryrnetwork") && k.HasHandler("kuryrnetwork_population")
 }

@@ -282,7 +282,9 @@ func (c *Config) applySpecial(raw rawINI, e *expander) []error {
 	h := &c.CNIHealthServer
 	_, hasPort := raw.get(secHealth, "port")
 	if _, hasAddr := raw.get(secHealth, "health_address"); !hasAddr {
-		h.HealthAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
+		if port(h.Port) == "" { // an invalid port is reported once, as the port
+			h.HealthAddress = net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
+		}
 	} else if _, p, err := net.SplitHostPort(h.HealthAddress); hasPort && err == nil && p != strconv.Itoa(h.Port) {
 		c.parseWarnings = append(c.parseWarnings, fmt.Sprintf(
 			"[cni_health_server] port = %d is ignored because health_address = %q is set", h.Port, h.HealthAddress))

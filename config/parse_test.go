@@ -243,6 +243,13 @@ func TestParseSyntaxErrors(t *testing.T) {
 	}
 }
 
+func TestInvalidHealthPortReportedOnce(t *testing.T) {
+	_, err := Parse([]byte("[cni_health_server]\nport = 70000\n"))
+	if err == nil || !strings.Contains(err.Error(), "[cni_health_server] port") || strings.Contains(err.Error(), "health_address") {
+		t.Errorf("error = %v, want only the port reported", err)
+	}
+}
+
 func TestSecretNotInErrors(t *testing.T) {
 	for _, conf := range []string{
 		"[neutron]\npassword = hunter2$x",
