@@ -277,13 +277,16 @@ nodes_subnets_driver = config
 [neutron]
 valid_interfaces = public
 [empty_section]
+[default]
+debug = true
 `)
-	want := []string{"DEFAULT.use_stderr", "kubernetes.nodes_subnets_driver", "octavia_defaults.member_mode"}
+	// oslo.config matches only "DEFAULT" exactly; [default] is an ordinary, unknown section.
+	want := []string{"DEFAULT.use_stderr", "default.debug", "kubernetes.nodes_subnets_driver", "octavia_defaults.member_mode"}
 	if got := c.Unknown(); !slices.Equal(got, want) {
 		t.Errorf("Unknown() = %q, want %q", got, want)
 	}
-	if c.Kubernetes.VIFPoolDriver != "neutron" {
-		t.Errorf("known option next to unknown ones not applied")
+	if c.Kubernetes.VIFPoolDriver != "neutron" || c.Default.Debug {
+		t.Errorf("vif_pool_driver = %q, debug = %v; want neutron, false", c.Kubernetes.VIFPoolDriver, c.Default.Debug)
 	}
 	// The returned slice is a copy.
 	c.Unknown()[0] = "x"
