@@ -7,8 +7,10 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/kuryr-pools/kuryr/test/testutil"
@@ -22,10 +24,13 @@ func bridgePod(t *testing.T, pod ns.NetNS, i int) Attachment {
 		IfName:    "eth0",
 		PortID:    fmt.Sprintf("b%02d45678-9abc-def0-1234-56789abcdef0", i),
 		MAC:       mustMAC(t, fmt.Sprintf("fa:16:3e:00:02:%02x", i)),
-		Addresses: []net.IPNet{mustCIDR(t, fmt.Sprintf("10.199.2.%d/24", 10+i))},
-		Gateway:   net.ParseIP("10.199.2.1"),
-		Routes:    []Route{{Dst: mustCIDR(t, "10.199.200.0/24"), GW: net.ParseIP("10.199.2.254")}},
-		Bridge:    "kbr0",
+		Addresses: []net.IPNet{
+			mustCIDR(t, fmt.Sprintf("10.199.2.%d/24", 10+i)),
+			mustCIDR(t, fmt.Sprintf("fd00:199:2::%d/64", 10+i)),
+		},
+		Gateway: net.ParseIP("10.199.2.1"),
+		Routes:  []Route{{Dst: mustCIDR(t, "10.199.200.0/24"), GW: net.ParseIP("10.199.2.254")}},
+		Bridge:  "kbr0",
 	}
 }
 
@@ -110,6 +115,7 @@ func TestBridgeTwoPodsTCP(t *testing.T) {
 	}
 	tcpExchange(t, podA, "10.199.2.11", podB, "10.199.2.12")
 	tcpExchange(t, podB, "10.199.2.12", podA, "10.199.2.11")
+	tcpExchange(t, podA, "fd00:199:2::11", podB, "fd00:199:2::12") // IPv6 right after Plug: no DAD wait
 	for _, x := range []Attachment{a, b} {
 		if err := unplugIn(ctx, node, x); err != nil {
 			t.Fatalf("Unplug %s: %v", x.PortID, err)
@@ -145,6 +151,26 @@ func TestBridgeConcurrentPlugs(t *testing.T) {
 	nh := handleIn(t, node)
 	if got := len(linkNames(t, nh)); got != n+1 {
 		t.Errorf("node has %d links, want %d veths + the bridge: %v", got, n, linkNames(t, nh))
+	}
+	var veths []HostVeth
+	if err := doIn(node, func() error {
+		var err error
+		veths, err = ListHostVeths(ctx)
+		return err
+	}); err != nil {
+		t.Fatalf("ListHostVeths: %v", err)
+	}
+	var want, got []string
+	for _, a := range atts {
+		want = append(want, HostIfName(a.PortID)+" "+a.PortID[:11]+" kbr0")
+	}
+	for _, v := range veths {
+		got = append(got, v.Name+" "+v.PortPrefix+" "+v.Master)
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("ListHostVeths = %v, want %v", got, want)
 	}
 	for i := range atts {
 		wg.Go(func() { errs[i] = unplugIn(ctx, node, atts[i]) })
@@ -336,4 +362,47 @@ func TestPlugContextCanceled(t *testing.T) {
 	if names := linkNames(t, handleIn(t, pod)); len(names) != 0 {
 		t.Errorf("links in pod: %v", names)
 	}
+}
+
+// BenchmarkBridgePlugUnplug measures the kernel work of one pod ADD and DEL in bridge mode, as the
+// agent does it (the agent adds the checkpoint and the socket round trip). It reports Plug and
+// Unplug separately.
+//
+//	go test -run '^$' -bench BridgePlugUnplug ./netns
+func BenchmarkBridgePlugUnplug(b *testing.B) {
+	testutil.RequireRoot(b)
+	ctx := context.Background()
+	mk := func() ns.NetNS {
+		n, err := testutils.NewNS()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
+		return n
+	}
+	node, pod := mk(), mk()
+	a := Attachment{Mode: ModeBridge, NetnsPath: pod.Path(), IfName: "eth0", PortID: "bench567-89ab-cdef",
+		MAC: net.HardwareAddr{0xfa, 0x16, 0x3e, 0, 9, 9}, Addresses: []net.IPNet{{IP: net.IPv4(10, 199, 9, 9), Mask: net.CIDRMask(24, 32)}},
+		Gateway: net.IPv4(10, 199, 9, 1), Bridge: "kbr0"}
+	var plug, unplug time.Duration
+	b.ResetTimer()
+	err := doIn(node, func() error {
+		for range b.N {
+			t0 := time.Now()
+			if _, err := Plug(ctx, a); err != nil {
+				return err
+			}
+			t1 := time.Now()
+			if err := Unplug(ctx, a); err != nil {
+				return err
+			}
+			plug, unplug = plug+t1.Sub(t0), unplug+time.Since(t1)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(plug.Microseconds())/float64(b.N), "us/plug")
+	b.ReportMetric(float64(unplug.Microseconds())/float64(b.N), "us/unplug")
 }

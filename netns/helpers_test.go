@@ -170,7 +170,7 @@ func tcpExchange(t *testing.T, server ns.NetNS, serverIP string, client ns.NetNS
 	var ln net.Listener
 	if err := doIn(server, func() error {
 		var err error
-		ln, err = net.Listen("tcp4", net.JoinHostPort(serverIP, "0"))
+		ln, err = net.Listen("tcp", net.JoinHostPort(serverIP, "0"))
 		return err
 	}); err != nil {
 		t.Fatalf("listen on %s in %s: %v", serverIP, server.Path(), err)
@@ -197,7 +197,7 @@ func tcpExchange(t *testing.T, server ns.NetNS, serverIP string, client ns.NetNS
 	var conn net.Conn
 	if err := doIn(client, func() error {
 		var err error
-		conn, err = (&net.Dialer{Timeout: 10 * time.Second}).Dial("tcp4", ln.Addr().String())
+		conn, err = (&net.Dialer{Timeout: 10 * time.Second}).Dial("tcp", ln.Addr().String())
 		return err
 	}); err != nil {
 		t.Fatalf("dial %s from %s: %v", ln.Addr(), client.Path(), err)
@@ -212,7 +212,7 @@ func tcpExchange(t *testing.T, server ns.NetNS, serverIP string, client ns.NetNS
 	if err != nil || got != msg {
 		t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
 	}
-	if from := <-peer; from != wantClientIP {
+	if from := <-peer; !net.ParseIP(from).Equal(net.ParseIP(wantClientIP)) {
 		t.Fatalf("server saw the connection from %q, want %s", from, wantClientIP)
 	}
 }

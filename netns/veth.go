@@ -178,3 +178,39 @@ func unplugVeth(ctx context.Context, a Attachment) error {
 	klog.FromContext(ctx).V(4).Info("Unplugged veth", "port", a.PortID, "host", hostName, "found", found)
 	return nil
 }
+
+// HostVeth is the node end of a pod veth as Plug names it.
+type HostVeth struct {
+	Name       string // "tap" + PortPrefix
+	PortPrefix string // the first 11 characters of the Neutron port ID
+	Master     string // the kernel master (a Linux bridge, or ovs-system with the kernel datapath); "" for none
+}
+
+// ListHostVeths lists the veth links of the caller's netns that carry Plug's host-end names, so that
+// the agent can reconcile them with its checkpoint at start (a veth whose port it no longer holds is
+// a leftover to Unplug).
+func ListHostVeths(ctx context.Context) ([]HostVeth, error) {
+	h, err := openHostHandle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []HostVeth
+	for _, l := range links {
+		name := l.Attrs().Name
+		if _, ok := l.(*netlink.Veth); !ok || len(name) <= len(hostPrefix) || name[:len(hostPrefix)] != hostPrefix {
+			continue
+		}
+		out = append(out, HostVeth{Name: name, PortPrefix: name[len(hostPrefix):], Master: names[l.Attrs().MasterIndex]})
+	}
+	klog.FromContext(ctx).V(4).Info("Listed host veths", "count", len(out))
+	return out, nil
+}
