@@ -102,6 +102,8 @@ type BindingSection struct {
 	VethDstPrefix  string   // veth_dst_prefix
 	DefaultVIFType string   // default_vif_type (new): ovs | bridge, for bare-metal ports Neutron does not describe
 	LinuxBridge    string   // linux_bridge (new): bridge for default_vif_type = bridge
+	// OVSDBConnection (new ovsdb_connection) is ovs-vsctl's --db for the OVS binding: "" = its default.
+	OVSDBConnection string
 }
 
 // PoolManagerSection is [pool_manager].

@@ -130,6 +130,7 @@ var options = []option{
 	{section: secBinding, name: "veth_dst_prefix", kind: kindString, field: func(c *Config) any { return &c.Binding.VethDstPrefix }},
 	{section: secBinding, name: "default_vif_type", kind: kindString, field: func(c *Config) any { return &c.Binding.DefaultVIFType }, check: oneOf("ovs", "bridge"), isNew: true},
 	{section: secBinding, name: "linux_bridge", kind: kindString, field: func(c *Config) any { return &c.Binding.LinuxBridge }, check: ifName, isNew: true},
+	{section: secBinding, name: "ovsdb_connection", kind: kindString, field: func(c *Config) any { return &c.Binding.OVSDBConnection }, isNew: true},
 
 	{section: secPoolManager, name: "sock_file", kind: kindString, field: func(c *Config) any { return &c.PoolManager.SockFile }, check: optional(absPath)},
 	{section: secPoolManager, name: "sock_group", kind: kindString, field: func(c *Config) any { return &c.PoolManager.SockGroup }, isNew: true},
