@@ -246,7 +246,7 @@ func probeVLAN() error {
 		return err
 	}
 	defer tmp.Close()
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(tmp.Fd()), unix.NETLINK_ROUTE)
+	h, err := netlinksafe.NewHandleAt(vnetns.NsHandle(tmp.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
