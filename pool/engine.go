@@ -36,6 +36,7 @@ type EmptyError struct {
 	InFlight int
 }
 
+// Error names the empty pool.
 func (e *EmptyError) Error() string {
 	return fmt.Sprintf("no free port in pool %s (%d in flight)", e.Key, e.InFlight)
 }
@@ -276,6 +277,7 @@ func (e *Engine) AddInUse(p Port, owner string) error {
 	e.setState(en, StateInUse, e.clock.Now())
 	e.ports[p.ID] = en
 	e.owners[owner] = en
+	delete(en.pool.waiters, owner)
 	return nil
 }
 

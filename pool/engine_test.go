@@ -286,6 +286,13 @@ func TestEmptyErrorAndWaiters(t *testing.T) {
 	if st := e.Stats(keyA); st.Waiting != 1 || st.InFlight != 0 {
 		t.Fatalf("after one waiter acquired: %+v, want 1 waiting, nothing in flight", st)
 	}
+	// A waiter that turns out to hold a port (restored from the checkpoint) waits no more.
+	if err := e.AddInUse(mkPort("r1", keyA, sg1), "w1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(keyA); st.Waiting != 0 {
+		t.Fatalf("waiting %d after the waiter got a port through AddInUse, want 0", st.Waiting)
+	}
 }
 
 func TestWaitClosedBy(t *testing.T) {
@@ -605,7 +612,7 @@ func TestTickIdleRemovalKeepsMinAcrossTicks(t *testing.T) {
 	}
 }
 
-func TestDriverReports(t *testing.T) {
+func TestEngineDriverReports(t *testing.T) {
 	e, _ := newTestEngine(t, Limits{Batch: 1})
 	addFree(t, e, sg2, "f1")
 	addFree(t, e, sg1, "f2")
@@ -1014,9 +1021,9 @@ func TestKeysStatsLimits(t *testing.T) {
 	}
 }
 
-// TestConcurrentUse runs owners, the update loop and a driver at once; with -race it proves the
+// TestEngineConcurrentUse runs owners, the update loop and a driver at once; with -race it proves the
 // locking, and the invariants must hold at the end.
-func TestConcurrentUse(t *testing.T) {
+func TestEngineConcurrentUse(t *testing.T) {
 	e, clk := newTestEngine(t, Limits{Min: 4, Max: 16, Batch: 4})
 	e.EnsurePool(keyA, sg1)
 	stop := make(chan struct{})
@@ -1068,7 +1075,7 @@ func TestConcurrentUse(t *testing.T) {
 	driver.Wait()
 }
 
-func TestTypes(t *testing.T) {
+func TestPoolTypes(t *testing.T) {
 	if got := keyA.String(); got != `["10.0.0.6","proj","net-a"]` {
 		t.Errorf("Key.String() = %s", got)
 	}
