@@ -248,8 +248,11 @@ func (d *Driver) Acquire(ctx context.Context, req AcquireRequest) (Port, error) 
 		if !errors.As(err, &empty) {
 			return Port{}, err
 		}
+		// The reason is read before the kick: it tells how the pool was when found empty, not
+		// what a refill started by this very kick may already have done.
+		r := d.reason(req.Key)
 		d.kick()
-		if r := d.reason(req.Key); r != lastReason {
+		if r != lastReason {
 			lastReason = r
 			if req.OnWait != nil {
 				req.OnWait(r)
