@@ -142,8 +142,20 @@ else
 	log "neutron-server: API up after $(($(date +%s) - t0))s"
 fi
 
+# --- "L2 agents" for the bare-metal hosts. No agent runs here, so ML2 fails every binding to a host
+# (after 10 tries, ~0.3 s each per port). An agent row whose heartbeat lies in the future counts as
+# alive forever: ports bound to these hosts get binding:vif_type ovs, as with a real OVS agent.
+BM_HOSTS=(kuryr-test-bm1 kuryr-test-bm2)
+agent_conf='{"bridge_mappings": {"physnet1": "br-ex"}, "tunnel_types": ["vxlan"], "integration_bridge": "br-int", "datapath_type": "system", "ovs_hybrid_plug": false, "l2_population": false, "enable_distributed_routing": false, "ovs_capabilities": {"datapath_types": ["system"], "iface_types": []}}'
+for h in "${BM_HOSTS[@]}"; do
+	mariadb --socket="$SOCK" -uroot neutron -e "INSERT IGNORE INTO agents (id, agent_type, \`binary\`, topic, host,
+	  admin_state_up, created_at, started_at, heartbeat_timestamp, configurations, \`load\`)
+	  VALUES (UUID(), 'Open vSwitch agent', 'neutron-openvswitch-agent', 'N/A', '$h', 1, NOW(), NOW(),
+	  '2099-01-01 00:00:00', '$agent_conf', 0);"
+done
+
 # --- the fixture (found by name first; created only when missing)
-NEUTRON_ENDPOINT=$ENDPOINT NEUTRON_PROJECT=$PROJECT FIXTURE=$STATE/fixture.json "$PY" - <<'PYEOF'
+BM_HOSTS="${BM_HOSTS[*]}" NEUTRON_ENDPOINT=$ENDPOINT NEUTRON_PROJECT=$PROJECT FIXTURE=$STATE/fixture.json "$PY" - <<'PYEOF'
 import json, os, sys, urllib.error, urllib.parse, urllib.request
 
 EP = os.environ["NEUTRON_ENDPOINT"].rstrip("/") + "/v2.0/"
@@ -206,6 +218,7 @@ fixture = {
     "workerSubnet": wk_sub["id"],
     "workerSubnetCIDR": wk_sub["cidr"],
     "securityGroups": sg_ids,
+    "bareMetalHosts": os.environ["BM_HOSTS"].split(),
     "trunks": trunks,
 }
 path = os.environ["FIXTURE"]
