@@ -18,7 +18,7 @@ type Snapshot struct {
 }
 
 // PoolSnapshot is a known key, sorted by key in a Snapshot.
-type PoolSnapshot struct {
+type PoolSnapshot struct { //nolint:revive // the element of Snapshot.Pools; a bare "Pool" would read as a live pool
 	Key Key `json:"key"`
 	// SGs is what refills of the key create ports with.
 	SGs    SGSet           `json:"sgs"`
