@@ -22,7 +22,7 @@ help: ## List every target with what it does.
 .PHONY: build
 build: ## Build the four binaries into bin/ (static, version stamped).
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 .PHONY: test
 test: ## Everything: starts neutron-server, OVS, kube-apiserver, the VM; unit, integration, fuzz, e2e (needs root).

@@ -1,0 +1,89 @@
+// kuryr-agent is the per-node agent: it holds the node's pools of Neutron ports, serves kuryr-cni
+// on a local socket, plugs ports into pod network namespaces and serves the pool management API.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kuryr-pools/kuryr/agent"
+	"github.com/kuryr-pools/kuryr/config"
+	"github.com/kuryr-pools/kuryr/version"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("kuryr-agent", flag.ExitOnError)
+	var configFiles stringList
+	fs.Var(&configFiles, "config-file", "kuryr.conf to load; may be repeated, later files win (default /etc/kuryr/kuryr.conf)")
+	validate := fs.Bool("validate-config", false, "print the effective settings as JSON and exit (2 on an invalid configuration)")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	nodeIP := fs.String("node-ip", os.Getenv("NODE_IP"), "this node's IP on a worker subnet, the trunk parent's (default $NODE_IP, else the Node object)")
+	standalone := fs.Bool("standalone", false, "run without Kubernetes: every pod gets the [neutron_defaults] project, subnet and security groups")
+	embedded := fs.Bool("embedded-neutron", false, "serve an in-memory Neutron stand-in with a test fixture and use it (demo and trials; implies --standalone)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	klog.InitFlags(fs)
+	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Println(version.String("kuryr-agent"))
+		return 0
+	}
+	if len(configFiles) == 0 {
+		if _, err := os.Stat("/etc/kuryr/kuryr.conf"); err == nil {
+			configFiles = append(configFiles, "/etc/kuryr/kuryr.conf")
+		}
+	}
+	cfg, err := config.Load(configFiles...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kuryr-agent: invalid configuration: %v\n", err)
+		return 2
+	}
+	if *validate {
+		out, err := cfg.RedactedJSON()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kuryr-agent: %v\n", err)
+			return 2
+		}
+		fmt.Println(string(out))
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+		}
+		return 0
+	}
+	logger := klog.Background().WithValues("version", version.Version)
+	for _, w := range cfg.Warnings() {
+		logger.Info("configuration warning: " + w)
+	}
+	if u := cfg.Unknown(); len(u) > 0 {
+		logger.V(1).Info("options this agent does not use", "options", u)
+	}
+	ctx, stop := signal.NotifyContext(klog.NewContext(context.Background(), logger), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := agent.Options{Config: cfg, NodeName: *nodeName, NodeIP: *nodeIP, Standalone: *standalone || *embedded}
+	if *embedded {
+		if opts.NodeIP, err = agent.StartEmbeddedNeutron(ctx, cfg, opts.NodeName); err != nil {
+			logger.Error(err, "embedded Neutron")
+			return 1
+		}
+	}
+	if err := agent.Run(ctx, opts); err != nil {
+		logger.Error(err, "kuryr-agent stopped")
+		klog.Flush()
+		return 1
+	}
+	klog.Flush()
+	return 0
+}

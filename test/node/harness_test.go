@@ -1,0 +1,236 @@
+// Package node holds end-to-end tests of one node: the real kuryr-agent and kuryr-cni binaries,
+// real network namespaces, and the real neutron-server of hack/neutron-up.sh (an in-process
+// Neutron stand-in when it is not running and KURYR_REQUIRE_ALL is unset).
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kuryr-pools/kuryr/manage"
+	"github.com/kuryr-pools/kuryr/neutron"
+	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
+	"github.com/kuryr-pools/kuryr/test/cnirun"
+	"github.com/kuryr-pools/kuryr/test/testutil"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if d := os.Getenv("KURYR_BIN_DIR"); d != "" {
+			binDir = d
+			return m.Run()
+		}
+		dir, err := os.MkdirTemp("", "kuryr-node-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/kuryr-agent", "../../cmd/kuryr-cni", "../../cmd/kuryr-pools")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
+			return 1
+		}
+		binDir = dir
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// neutronEnv is the Neutron the agents of a test use.
+type neutronEnv struct {
+	fx     fakeneutron.Fixture
+	client *neutron.Client
+}
+
+func newNeutron(t *testing.T) *neutronEnv {
+	t.Helper()
+	var fx fakeneutron.Fixture
+	if path := os.Getenv("KURYR_TEST_NEUTRON"); path != "" {
+		var err error
+		if fx, err = fakeneutron.LoadFixture(path); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		testutil.Require(t, os.Getenv(testutil.RequireAllEnv) != "1", "KURYR_TEST_NEUTRON (the real neutron-server's fixture) is not set")
+		srv := fakeneutron.New()
+		if _, err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		var err error
+		if fx, err = srv.Fixture("kuryr-node-test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := neutron.NewClient(context.Background(), neutron.ClientOptions{AuthType: "none", EndpointOverride: fx.Endpoint, ProjectID: fx.Project}, "kuryr-node-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &neutronEnv{fx: fx, client: c}
+}
+
+// agentProc is a running kuryr-agent.
+type agentProc struct {
+	t          *testing.T
+	dir        string
+	conf       string
+	node       string
+	cmd        *exec.Cmd
+	logf       *os.File
+	health     string
+	cniSocket  string
+	manageSock string
+	runner     *cnirun.Runner
+}
+
+var portBase = 31000
+
+// startAgent writes a kuryr.conf for node (bare metal, veth binding mode) with extra lines
+// appended, starts kuryr-agent and waits until it is ready.
+func startAgent(t *testing.T, n *neutronEnv, node, vifType, extra string) *agentProc {
+	t.Helper()
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	portBase += 2
+	a := &agentProc{t: t, dir: dir, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase),
+		cniSocket: filepath.Join(dir, "cni.sock"), manageSock: filepath.Join(dir, "manage.sock")}
+	bridge := "kuryrt" + fmt.Sprint(portBase%10000)
+	conf := fmt.Sprintf(`[kubernetes]
+vif_pool_driver = neutron
+pod_vif_driver = neutron-vif
+enable_manager = True
+cluster_name = node-test-%d
+[vif_pool]
+ports_pool_min = 3
+ports_pool_batch = 4
+ports_pool_update_frequency = 1
+[binding]
+default_vif_type = %s
+linux_bridge = %s
+[pool_manager]
+sock_file = %s
+[cni_daemon]
+socket_path = %s
+checkpoint_path = %s
+pool_wait_timeout = 20
+metrics_address = 127.0.0.1:%d
+[cni_health_server]
+health_address = %s
+[neutron]
+auth_type = none
+endpoint_override = %s
+project_id = %s
+[neutron_defaults]
+project = %s
+pod_subnet = %s
+pod_security_groups = %s
+%s
+`, portBase, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
+		n.fx.Endpoint, n.fx.Project, n.fx.Project, n.fx.PodSubnet, strings.Join(n.fx.SecurityGroups, ","), extra)
+	a.conf = filepath.Join(dir, "kuryr.conf")
+	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conflist := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"kuryr","plugins":[{"type":"kuryr-cni","socketPath":%q,"timeoutSeconds":30,"logFile":%q}]}`,
+		a.cniSocket, filepath.Join(dir, "kuryr-cni.log"))
+	var err error
+	if a.runner, err = cnirun.NewRunner([]byte(conflist), filepath.Join(dir, "cni-cache"), binDir); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	t.Cleanup(func() {
+		a.stop(syscall.SIGTERM)
+		exec.Command("ip", "link", "del", bridge).Run() //nolint:errcheck // best effort
+		// Leave nothing behind in a shared Neutron: free the pools of this test's node.
+		c := manage.NewClient(a.manageSock)
+		a.start()
+		_, _ = c.Do(context.Background(), "POST", manage.PathFree, struct{}{}, false)
+		a.stop(syscall.SIGTERM)
+	})
+	return a
+}
+
+func (a *agentProc) start() {
+	a.t.Helper()
+	var err error
+	if a.logf, err = os.OpenFile(filepath.Join(a.dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err != nil {
+		a.t.Fatal(err)
+	}
+	a.cmd = exec.Command(filepath.Join(binDir, "kuryr-agent"), "--standalone", "--config-file", a.conf, "--node-name", a.node, "-v", "2")
+	a.cmd.Stdout, a.cmd.Stderr = a.logf, a.logf
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + a.health + "/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if a.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.t.Fatalf("kuryr-agent did not become ready; log:\n%s", a.log())
+}
+
+// stop sends sig (SIGKILL for a crash) and waits for the process.
+func (a *agentProc) stop(sig syscall.Signal) {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(sig)
+	_ = a.cmd.Wait()
+	a.cmd = nil
+	a.logf.Close()
+}
+
+func (a *agentProc) log() string {
+	b, _ := os.ReadFile(filepath.Join(a.dir, "agent.log"))
+	return string(b)
+}
+
+// pools returns the agent's pools as its management API reports them.
+func (a *agentProc) pools(t *testing.T) []manage.Pool {
+	t.Helper()
+	resp, err := manage.NewClient(a.manageSock).Do(context.Background(), "GET", manage.PathList, struct{}{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans manage.Answer
+	if err := jsonUnmarshal(resp.Body, &ans); err != nil {
+		t.Fatalf("listPools: %v: %s", err, resp.Body)
+	}
+	return ans.Pools
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, last = cond(); ok {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not after %s (last: %s)", what, timeout, last)
+}

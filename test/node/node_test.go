@@ -1,0 +1,267 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/kuryr-pools/kuryr/neutron"
+	"github.com/kuryr-pools/kuryr/test/cnirun"
+	"github.com/kuryr-pools/kuryr/test/testutil"
+)
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func newPods(t *testing.T, n int, prefix string) []*cnirun.Pod {
+	t.Helper()
+	var pods []*cnirun.Pod
+	for i := 0; i < n; i++ {
+		p, err := cnirun.NewPod("node-test", fmt.Sprintf("%s-%d", prefix, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		pods = append(pods, p)
+	}
+	return pods
+}
+
+// portOf finds the Neutron port holding ip.
+func portOf(t *testing.T, n *neutronEnv, ip string) neutron.Port {
+	t.Helper()
+	ports, err := n.client.ListPorts(context.Background(), neutron.PortFilter{FixedIP: ip, NetworkID: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		for _, f := range p.FixedIPs {
+			if f.IPAddress == ip && f.SubnetID == n.fx.PodSubnet {
+				return p
+			}
+		}
+	}
+	t.Fatalf("no Neutron port holds %s", ip)
+	return neutron.Port{}
+}
+
+func tcpEcho(t *testing.T, server, client *cnirun.Pod) {
+	t.Helper()
+	var l net.Listener
+	if err := server.NS.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", net.JoinHostPort(server.Result.IPs[0].Address.IP.String(), "7777"))
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", server.Name, err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_, _ = io.Copy(c, io.LimitReader(c, 4))
+			c.Close()
+		}
+	}()
+	var c net.Conn
+	if err := client.NS.Do(func(ns.NetNS) error {
+		var err error
+		c, err = net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("connect from %s to %s: %v", client.Name, l.Addr(), err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo: %q %v", buf, err)
+	}
+}
+
+func linkExists(t *testing.T, p *cnirun.Pod, name string) bool {
+	t.Helper()
+	found := false
+	_ = p.NS.Do(func(ns.NetNS) error {
+		_, err := net.InterfaceByName(name)
+		found = err == nil
+		return nil
+	})
+	return found
+}
+
+// TestBridgePodsEndToEnd: two pods get pooled ports through the real kuryr-cni, CHECK passes, they
+// talk over TCP through the Linux bridge, Neutron learns their names, DEL twice is fine, and the
+// ports go back to the pool.
+func TestBridgePodsEndToEnd(t *testing.T) {
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-bridge", "bridge", "")
+	ctx := context.Background()
+	eventually(t, 30*time.Second, "pool filled to ports_pool_min", func() (bool, string) {
+		p := a.pools(t)
+		return len(p) == 1 && p[0].Free >= 3, fmt.Sprint(p)
+	})
+	pods := newPods(t, 2, "bridge")
+	for _, p := range pods {
+		if _, err := a.runner.Add(ctx, p); err != nil {
+			t.Fatalf("%v\nagent log:\n%s", err, a.log())
+		}
+		if err := a.runner.Check(ctx, p); err != nil {
+			t.Errorf("CHECK %s: %v", p.Name, err)
+		}
+	}
+	tcpEcho(t, pods[0], pods[1])
+	for _, p := range pods {
+		ip := p.Result.IPs[0].Address.IP.String()
+		eventually(t, 15*time.Second, "Neutron port named after the pod", func() (bool, string) {
+			port := portOf(t, n, ip)
+			return port.Name == "node-test/"+p.Name && port.DeviceID == p.UID && port.MACAddress == p.Result.Interfaces[0].Mac,
+				fmt.Sprintf("name=%q device_id=%q mac=%s", port.Name, port.DeviceID, port.MACAddress)
+		})
+	}
+	if st := a.pools(t)[0]; st.InUse != 2 {
+		t.Errorf("pool in use = %d, want 2", st.InUse)
+	}
+	for _, p := range pods {
+		for i := 0; i < 2; i++ { // DEL is idempotent
+			if _, err := a.runner.Del(ctx, p); err != nil {
+				t.Fatalf("DEL %d of %s: %v", i+1, p.Name, err)
+			}
+		}
+		if linkExists(t, p, "eth0") {
+			t.Errorf("%s still has eth0 after DEL", p.Name)
+		}
+	}
+	ip0 := pods[0].Result.IPs[0].Address.IP.String()
+	eventually(t, 15*time.Second, "released ports recycled to available-port", func() (bool, string) {
+		port := portOf(t, n, ip0)
+		st := a.pools(t)[0]
+		return st.InUse == 0 && st.Cooling == 0 && port.Name == "available-port" && port.DeviceID == "",
+			fmt.Sprintf("pool %+v, port name %q", st, port.Name)
+	})
+}
+
+// TestAgentKilledBetweenAddAndDel: kill -9 of the agent after ADD, restart: DEL still releases the
+// port, and the port is never in two places.
+func TestAgentKilledBetweenAddAndDel(t *testing.T) {
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-kill", "bridge", "")
+	ctx := context.Background()
+	pods := newPods(t, 2, "kill")
+	if _, err := a.runner.Add(ctx, pods[0]); err != nil {
+		t.Fatalf("%v\n%s", err, a.log())
+	}
+	held := portOf(t, n, pods[0].Result.IPs[0].Address.IP.String()).ID
+	a.stop(syscall.SIGKILL)
+	a.start()
+	if st := a.pools(t)[0]; st.InUse != 1 {
+		t.Fatalf("after restart the pool has %d ports in use, want 1 (the checkpointed pod)", st.InUse)
+	}
+	// A new pod never gets the port the first one holds.
+	if _, err := a.runner.Add(ctx, pods[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := portOf(t, n, pods[1].Result.IPs[0].Address.IP.String()).ID; got == held {
+		t.Fatalf("port %s given to two pods", held)
+	}
+	if !linkExists(t, pods[0], "eth0") {
+		t.Error("the first pod lost its interface across the agent restart")
+	}
+	for _, p := range pods {
+		if _, err := a.runner.Del(ctx, p); err != nil {
+			t.Fatalf("DEL %s after restart: %v", p.Name, err)
+		}
+	}
+	eventually(t, 15*time.Second, "both ports back in the pool", func() (bool, string) {
+		st := a.pools(t)[0]
+		return st.InUse == 0, fmt.Sprintf("%+v", st)
+	})
+}
+
+// TestDelWithAgentDown: DEL succeeds and removes the interface while the agent is down.
+func TestDelWithAgentDown(t *testing.T) {
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-down", "bridge", "")
+	ctx := context.Background()
+	p := newPods(t, 1, "down")[0]
+	if _, err := a.runner.Add(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(syscall.SIGTERM)
+	if _, err := a.runner.Del(ctx, p); err != nil {
+		t.Fatalf("DEL with the agent down: %v", err)
+	}
+	if linkExists(t, p, "eth0") {
+		t.Error("eth0 still in the pod after DEL with the agent down")
+	}
+	if err := a.runner.Status(ctx); err == nil || !strings.Contains(err.Error(), "not available") {
+		t.Errorf("STATUS with the agent down = %v, want plugin-not-available", err)
+	}
+	a.start()
+	if err := a.runner.Status(ctx); err != nil {
+		t.Errorf("STATUS after restart: %v", err)
+	}
+}
+
+// TestOVSPodsEndToEnd: the same through OVS br-int in userspace, with the port's external_ids set
+// on ADD and the OVS port removed on DEL.
+func TestOVSPodsEndToEnd(t *testing.T) {
+	db := os.Getenv("KURYR_TEST_OVSDB")
+	if db == "" {
+		db = "unix:" + envOr("KURYR_STATE_DIR", "/var/tmp/kuryr-test") + "/ovs/db.sock"
+	}
+	vsctl := func(args ...string) (string, error) {
+		out, err := exec.Command("ovs-vsctl", append([]string{"--db=" + db, "--timeout=10"}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	_, err := vsctl("br-exists", "br-int")
+	testutil.Require(t, err == nil, "userspace OVS with br-int (hack/ovs-up.sh) is not running at "+db)
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-ovs", "ovs", "[binding]\novsdb_connection = "+db+"\n")
+	ctx := context.Background()
+	pods := newPods(t, 2, "ovs")
+	for _, p := range pods {
+		if _, err := a.runner.Add(ctx, p); err != nil {
+			t.Fatalf("%v\n%s", err, a.log())
+		}
+	}
+	tcpEcho(t, pods[0], pods[1])
+	port := portOf(t, n, pods[0].Result.IPs[0].Address.IP.String())
+	dev := "tap" + port.ID[:11]
+	ids, err := vsctl("get", "Interface", dev, "external_ids")
+	if err != nil {
+		t.Fatalf("OVS interface %s: %v %s", dev, err, ids)
+	}
+	for _, want := range []string{`iface-id="` + port.ID + `"`, `attached-mac="` + port.MACAddress + `"`, `iface-status=active`, `vm-uuid="` + pods[0].UID + `"`} {
+		if !strings.Contains(ids, want) {
+			t.Errorf("external_ids of %s = %s, missing %s", dev, ids, want)
+		}
+	}
+	for _, p := range pods {
+		if _, err := a.runner.Del(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := vsctl("list-ports", "br-int"); err != nil || strings.Contains(out, dev) {
+		t.Errorf("OVS port %s still on br-int after DEL: %s %v", dev, out, err)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
