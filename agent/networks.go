@@ -30,7 +30,17 @@ func NewDefaultNetworks(ctx context.Context, cfg *config.Config, nc *neutron.Cli
 	if err != nil {
 		return nil, fmt.Errorf("[neutron_defaults] pod_subnet %s: %w", d.PodSubnet, err)
 	}
-	return &DefaultNetworks{def: podNetwork(d.Project, sub, pool.NewSGSet(d.PodSecurityGroups...))}, nil
+	sgs := d.PodSecurityGroups
+	if len(sgs) == 0 {
+		// Neutron gives a port created without security groups the project's default group:
+		// group the pool's ports under the set they really get, or every ADD would rewrite them.
+		def, err := nc.DefaultSecurityGroup(ctx, d.Project)
+		if err != nil {
+			return nil, fmt.Errorf("[neutron_defaults] pod_security_groups is empty: %w", err)
+		}
+		sgs = []string{def}
+	}
+	return &DefaultNetworks{def: podNetwork(d.Project, sub, pool.NewSGSet(sgs...))}, nil
 }
 
 func podNetwork(project string, sub neutron.SubnetDetails, sgs pool.SGSet) PodNetwork {
