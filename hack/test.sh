@@ -15,7 +15,9 @@ step "installing and starting neutron-server"
 fixture=$(hack/neutron-up.sh | tail -n1)
 export KURYR_TEST_NEUTRON=$fixture
 step "starting Open vSwitch (userspace datapath)"
-hack/ovs-up.sh
+export KURYR_TEST_OVSDB=$(hack/ovs-up.sh | tail -n1)
+step "building (cached) and starting kube-apiserver + etcd"
+export KURYR_TEST_KUBECONFIG=$(hack/kube-up.sh | tail -n1)
 
 step "build and --version of every binary"
 make --no-print-directory build
@@ -24,6 +26,8 @@ for b in bin/*; do
 	echo "$out"
 	case "$out" in *" dev "*|"") echo "$b: --version is not stamped" >&2; exit 1 ;; esac
 done
+
+export KURYR_BIN_DIR=$PWD/bin
 
 step "go vet"
 go vet ./...
