@@ -39,7 +39,12 @@ func portTags(cluster, node string, resourceTags []string) []string {
 	if node != "" {
 		tags = append(tags, NodeTag(node))
 	}
-	return append(tags, resourceTags...)
+	for _, t := range resourceTags {
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	return tags
 }
 
 func validateTags(tags []string) error {

@@ -64,7 +64,7 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 	base.MaxIdleConnsPerHost = max(o.MaxConcurrentRequests, 2)
 	c := &Client{metrics: newMetrics(), subnetTTL: o.SubnetCacheTTL, now: time.Now,
 		subnets: map[string]cached[Subnet]{}, networks: map[string]cached[Network]{}}
-	c.tr = &transport{next: base, metrics: c.metrics, maxRetries: o.MaxRetries,
+	c.tr = &transport{next: base, metrics: c.metrics, maxRetries: o.MaxRetries, timeout: o.Timeout,
 		backoff: defaultBackoff, retryAfterCap: defaultRetryAfterCap}
 	if o.QPS > 0 {
 		c.tr.limiter = rate.NewLimiter(rate.Limit(o.QPS), max(o.Burst, 1))
@@ -72,7 +72,10 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 	if o.MaxConcurrentRequests > 0 {
 		c.tr.sem = make(chan struct{}, o.MaxConcurrentRequests)
 	}
-	httpClient := http.Client{Transport: c.tr, Timeout: o.Timeout}
+	// No http.Client.Timeout: it would count the time queued for the limiter; the transport
+	// bounds each attempt instead.
+	httpClient := http.Client{Transport: c.tr}
+	base.TLSClientConfig = tlsCfg
 
 	var pc *gophercloud.ProviderClient
 	eo := gophercloud.EndpointOpts{Region: o.RegionName, Availability: o.endpointAvailability()}
@@ -86,7 +89,7 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 			return nil, fmt.Errorf("[neutron] cloud %q from clouds.yaml: %w", o.Cloud, err)
 		}
 		if ctls != nil && tlsCfg == nil {
-			tlsCfg = ctls
+			base.TLSClientConfig = ctls
 		}
 		if ceo.Region != "" && eo.Region == "" {
 			eo.Region = ceo.Region
@@ -105,9 +108,6 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 			return nil, fmt.Errorf("[neutron] keystone authentication at auth_url %s: %w", o.AuthURL, err)
 		}
 		c.project = projectOf(pc, ao)
-	}
-	if tlsCfg != nil {
-		base.TLSClientConfig = tlsCfg
 	}
 	pc.HTTPClient = httpClient
 	pc.UserAgent.Prepend(userAgent)

@@ -25,6 +25,7 @@ type transport struct {
 	sem        chan struct{} // nil: unbounded
 	metrics    *metrics
 	maxRetries int
+	timeout    time.Duration // of one attempt, from when it is sent; 0: none
 	// backoff returns the wait before retry n (1-based); tests shorten it.
 	backoff       func(n int) time.Duration
 	retryAfterCap time.Duration
@@ -76,7 +77,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body = body
 		}
 		resp, err := t.once(ctx, op, req)
-		wait, retry := t.shouldRetry(req.Method, attempt, resp, err)
+		wait, retry := t.shouldRetry(ctx, req.Method, attempt, resp, err)
 		if !retry {
 			return resp, err
 		}
@@ -113,7 +114,14 @@ func (t *transport) once(ctx context.Context, op string, req *http.Request) (*ht
 	}
 	start := time.Now()
 	t.metrics.waited(op, start.Sub(waitStart))
+	cancel := context.CancelFunc(func() {})
+	if t.timeout > 0 {
+		var actx context.Context
+		actx, cancel = context.WithTimeout(ctx, t.timeout)
+		req = req.WithContext(actx)
+	}
 	release := func() {
+		cancel()
 		if t.sem != nil {
 			<-t.sem
 		}
@@ -136,14 +144,11 @@ func (t *transport) once(ctx context.Context, op string, req *http.Request) (*ht
 //   - GET/HEAD (reads) and DELETE (the caller counts 404 as done): transport errors, 429,
 //     502, 503, 504.
 //   - Never a POST or PUT otherwise: a create or update that may have happened is not repeated.
-func (t *transport) shouldRetry(method string, attempt int, resp *http.Response, err error) (time.Duration, bool) {
-	if attempt >= t.maxRetries {
+func (t *transport) shouldRetry(ctx context.Context, method string, attempt int, resp *http.Response, err error) (time.Duration, bool) {
+	if attempt >= t.maxRetries || ctx.Err() != nil {
 		return 0, false
 	}
-	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return 0, false
-		}
+	if err != nil { // includes an attempt that ran out of its own timeout
 		return t.backoff(attempt + 1), idempotent(method)
 	}
 	code := resp.StatusCode

@@ -19,6 +19,8 @@ type Fixture struct {
 	WorkerSubnetCIDR string         `json:"workerSubnetCIDR"`
 	SecurityGroups   []string       `json:"securityGroups"`
 	Trunks           []FixtureTrunk `json:"trunks"`
+	// BareMetalHosts have an (emulated) OVS agent: ports bound there get binding:vif_type ovs.
+	BareMetalHosts []string `json:"bareMetalHosts"`
 }
 
 // FixtureTrunk is one "VM": its parent port on the worker subnet and its trunk.
@@ -39,8 +41,8 @@ func LoadFixture(path string) (Fixture, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return Fixture{}, fmt.Errorf("parse neutron fixture %s: %w", path, err)
 	}
-	if f.Endpoint == "" || f.Project == "" || f.PodSubnet == "" || f.WorkerSubnet == "" || len(f.Trunks) == 0 {
-		return Fixture{}, fmt.Errorf("neutron fixture %s is incomplete (endpoint, project, podSubnet, workerSubnet, trunks)", path)
+	if f.Endpoint == "" || f.Project == "" || f.PodSubnet == "" || f.WorkerSubnet == "" || len(f.Trunks) == 0 || len(f.BareMetalHosts) == 0 {
+		return Fixture{}, fmt.Errorf("neutron fixture %s is incomplete (endpoint, project, podSubnet, workerSubnet, trunks, bareMetalHosts): re-run hack/neutron-up.sh", path)
 	}
 	return f, nil
 }
@@ -48,7 +50,8 @@ func LoadFixture(path string) (Fixture, error) {
 // Fixture builds in process what hack/neutron-up.sh builds on the real server, idempotently (objects
 // are found by name): the pod network and subnet 10.10.0.0/16, the worker network and subnet
 // 192.168.0.0/24, three parent ports 192.168.0.11-13 with trunks, and the project's default security
-// group plus "kuryr-test-sg". Endpoint is the server's URL (empty before Start).
+// group plus "kuryr-test-sg", and the bare-metal hosts kuryr-test-bm1 and kuryr-test-bm2 with an
+// agent. Endpoint is the server's URL (empty before Start).
 func (s *Server) Fixture(project string) (Fixture, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -109,6 +112,10 @@ func (s *Server) Fixture(project string) (Fixture, error) {
 	}
 	f := Fixture{Endpoint: s.url, Project: project, PodSubnetCIDR: "10.10.0.0/16", WorkerSubnetCIDR: "192.168.0.0/24"}
 	var err error
+	f.BareMetalHosts = []string{"kuryr-test-bm1", "kuryr-test-bm2"}
+	for _, h := range f.BareMetalHosts {
+		s.agents[h] = true
+	}
 	f.PodNetwork = ensureNet("kuryr-test-pod-net")
 	if f.PodSubnet, err = ensureSubnet("kuryr-test-pod-subnet", f.PodNetwork, f.PodSubnetCIDR, "10.10.0.1", []any{"10.10.0.2"}); err != nil {
 		return Fixture{}, fmt.Errorf("fixture pod subnet: %w", err)

@@ -187,6 +187,12 @@ func conflict(typ, format string, a ...any) *apiErr {
 // ServeHTTP routes /v2.0/... requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	if path == "" && r.Method == http.MethodGet { // version discovery, as gophercloud does it
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"versions": []any{map[string]any{"id": "v2.0", "status": "CURRENT",
+			"links": []any{map[string]string{"rel": "self", "href": s.baseURL(r)}}}}})
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	if len(parts) < 2 || parts[0] != "v2.0" {
 		writeErr(w, notFound("HTTPNotFound", "The resource could not be found."))
