@@ -38,6 +38,8 @@ type Client struct {
 
 	vlans vlanReservations
 	now   func() time.Time
+	// sweepDelay: when the second sweep of a lost bulk create runs (0: none).
+	sweepDelay time.Duration
 	// beforeAddSubports is a test hook run before each add_subports of AttachPorts.
 	beforeAddSubports func(ctx context.Context, trunkID string, subs []Subport, attempt int)
 }
@@ -63,7 +65,8 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = max(o.MaxConcurrentRequests, 2)
 	c := &Client{metrics: newMetrics(), subnetTTL: o.SubnetCacheTTL, now: time.Now,
-		subnets: map[string]cached[Subnet]{}, networks: map[string]cached[Network]{}}
+		sweepDelay: min(2*o.Timeout, 5*time.Minute),
+		subnets:    map[string]cached[Subnet]{}, networks: map[string]cached[Network]{}}
 	c.tr = &transport{next: base, metrics: c.metrics, maxRetries: o.MaxRetries, timeout: o.Timeout,
 		backoff: defaultBackoff, retryAfterCap: defaultRetryAfterCap}
 	if o.QPS > 0 {

@@ -16,3 +16,6 @@ func SetBackoff(c *Client, f func(n int) time.Duration) { c.tr.backoff = f }
 
 // SetNow replaces the client's clock (subnet cache, VLAN holds).
 func SetNow(c *Client, now func() time.Time) { c.now = now }
+
+// SetSweepDelay sets when the second sweep of a lost bulk create runs.
+func SetSweepDelay(c *Client, d time.Duration) { c.sweepDelay = d }

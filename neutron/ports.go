@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -161,6 +162,7 @@ func (c *Client) CreatePorts(ctx context.Context, specs []PortSpec) ([]Port, err
 		err = fmt.Errorf("create %d ports: %w", len(specs), apiError(op, err))
 		if batchTag != "" && ambiguous(err) {
 			err = errors.Join(err, c.deleteBatch(ctx, batchTag))
+			c.sweepLater(ctx, batchTag)
 		}
 		return nil, err
 	}
@@ -232,6 +234,22 @@ func (c *Client) deleteBatch(ctx context.Context, batchTag string) error {
 		return fmt.Errorf("cleanup: find the ports of batch %s: %w", batchTag, err)
 	}
 	return c.deleteCreated(ctx, ps)
+}
+
+// sweepLater deletes the batch once more after a while: Neutron keeps working on a request the
+// client gave up on, and its ports become visible only when its transaction commits, possibly
+// after the first sweep. Ports it misses still carry the node tags (nested recovery deletes
+// unattached ones; bare-metal ones are loaded as pool ports).
+func (c *Client) sweepLater(ctx context.Context, batchTag string) {
+	if c.sweepDelay <= 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	time.AfterFunc(c.sweepDelay, func() {
+		if err := c.deleteBatch(ctx, batchTag); err != nil {
+			klog.FromContext(ctx).Error(err, "Second sweep of a bulk create whose answer was lost", "batch", batchTag)
+		}
+	})
 }
 
 func randomHex(n int) string {

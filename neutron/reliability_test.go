@@ -1,6 +1,7 @@
 package neutron_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -366,5 +367,54 @@ func TestSubnetCacheTTL(t *testing.T) {
 	get()
 	if n := c.Stats().Requests(); n != 4 {
 		t.Errorf("%d requests after the TTL, want 4 (both read again)", n)
+	}
+}
+
+// lateCommit holds POST /v2.0/ports until release is closed and then serves it: Neutron still
+// creating a batch its client has given up on.
+type lateCommit struct {
+	next    http.Handler
+	release chan struct{}
+	served  chan struct{}
+}
+
+func (h *lateCommit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/v2.0/ports" {
+		<-h.release
+		h.next.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.Background()))
+		close(h.served)
+		return
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+func TestLostBulkCreateSweptAgain(t *testing.T) {
+	s := fakeneutron.New()
+	h := &lateCommit{next: s, release: make(chan struct{}), served: make(chan struct{})}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	fx, err := s.Fixture("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.Endpoint = srv.URL + "/"
+	e := newEnv(t, target{name: "fake", fx: fx, fake: s})
+	c := e.newClient(neutron.ClientOptions{Timeout: 100 * time.Millisecond})
+	neutron.SetSweepDelay(c, 300*time.Millisecond)
+	before := s.PortCount()
+	if _, err := c.CreatePorts(e.ctx, e.specs(5, "n")); err == nil {
+		t.Fatal("CreatePorts succeeded although its request timed out")
+	}
+	close(h.release) // the server now creates the batch, after the client's first sweep
+	<-h.served
+	if n := s.PortCount(); n != before+5 {
+		t.Fatalf("%d ports, want %d: the late batch was not created", n, before+5)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.PortCount() != before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := s.PortCount(); n != before {
+		t.Errorf("%d ports remain, want %d: the second sweep did not delete the late batch", n, before)
 	}
 }
