@@ -9,6 +9,7 @@ import (
 
 type network struct {
 	id, name, project string
+	description       string
 	mtu               int
 	adminUp           bool
 	tags              []string
@@ -30,11 +31,13 @@ func (n *network) view(s *Server) map[string]any {
 	return map[string]any{"id": n.id, "name": n.name, "project_id": n.project, "tenant_id": n.project,
 		"mtu": n.mtu, "status": "ACTIVE", "admin_state_up": n.adminUp, "subnets": subs, "shared": false,
 		"router:external": false, "tags": slices.Clone(n.tags), "revision_number": n.revision,
-		"description": "", "created_at": stamp(n.created), "updated_at": stamp(n.updated)}
+		"description": n.description, "created_at": stamp(n.created), "updated_at": stamp(n.updated)}
 }
 
 type subnet struct {
 	id, name, project, networkID string
+	description, poolID          string
+	tags                         []string
 	prefix                       netip.Prefix
 	gateway                      netip.Addr // invalid: no gateway
 	first, last                  netip.Addr // allocation pool
@@ -67,8 +70,9 @@ func (sn *subnet) view() map[string]any {
 		"network_id": sn.networkID, "cidr": sn.prefix.String(), "gateway_ip": gw, "ip_version": ver,
 		"dns_nameservers": dns, "host_routes": routes, "enable_dhcp": true,
 		"allocation_pools": []map[string]string{{"start": sn.first.String(), "end": sn.last.String()}},
-		"revision_number":  sn.revision, "tags": []string{}, "description": "",
-		"created_at": stamp(sn.created), "updated_at": stamp(sn.updated)}
+		"revision_number":  sn.revision, "tags": slices.Clone(sn.tags), "description": sn.description,
+		"subnetpool_id": nilIfEmpty(sn.poolID),
+		"created_at":    stamp(sn.created), "updated_at": stamp(sn.updated)}
 }
 
 // allocate takes the next free address of the pool for port; s.mu is held.
@@ -147,15 +151,18 @@ func (s *Server) routeNetworks(q *request) (int, any, error) {
 		if err := decode(q.body, "network", &b); err != nil {
 			return 0, nil, err
 		}
-		if err := checkAttrs(b, "name", "project_id", "tenant_id", "admin_state_up", "mtu", "description", "tags"); err != nil {
+		if err := noTagsInPost(b); err != nil {
+			return 0, nil, err
+		}
+		if err := checkAttrs(b, "name", "project_id", "tenant_id", "admin_state_up", "mtu", "description"); err != nil {
 			return 0, nil, err
 		}
 		proj, err := projectOf(b)
 		if err != nil {
 			return 0, nil, err
 		}
-		n := &network{id: newID(), name: str(b, "name"), project: proj, mtu: 1450, adminUp: true, revision: 1,
-			created: s.now(), updated: s.now()}
+		n := &network{id: newID(), name: str(b, "name"), description: str(b, "description"), project: proj, mtu: 1450,
+			adminUp: true, revision: 1, created: s.now(), updated: s.now()}
 		if m, ok := b["mtu"].(float64); ok {
 			n.mtu = int(m)
 		}
@@ -175,7 +182,7 @@ func (s *Server) routeNetworks(q *request) (int, any, error) {
 		case http.MethodDelete:
 			for _, pt := range s.ports {
 				if pt.networkID == n.id && pt.deviceOwner != "network:dhcp" {
-					return 0, nil, conflict("NetworkInUse", "Unable to complete operation on network %s. There are one or more ports still in use on the network.", n.id)
+					return 0, nil, conflict("NetworkInUse", "Unable to complete operation on network %s. There are one or more ports still in use on the network, id for these ports is: %s.", n.id, pt.id)
 				}
 			}
 			for id, sn := range s.subnets {
@@ -233,8 +240,11 @@ func (s *Server) routeSubnets(q *request) (int, any, error) {
 
 // newSubnet validates and stores a subnet; s.mu is held.
 func (s *Server) newSubnet(b map[string]any) (*subnet, error) {
+	if err := noTagsInPost(b); err != nil {
+		return nil, err
+	}
 	if err := checkAttrs(b, "name", "project_id", "tenant_id", "network_id", "cidr", "ip_version", "gateway_ip",
-		"dns_nameservers", "host_routes", "enable_dhcp", "description", "allocation_pools"); err != nil {
+		"dns_nameservers", "host_routes", "enable_dhcp", "description", "allocation_pools", "subnetpool_id", "prefixlen"); err != nil {
 		return nil, err
 	}
 	proj, err := projectOf(b)
@@ -244,6 +254,17 @@ func (s *Server) newSubnet(b map[string]any) (*subnet, error) {
 	n, ok := s.networks[str(b, "network_id")]
 	if !ok {
 		return nil, notFound("NetworkNotFound", "Network %s could not be found.", str(b, "network_id"))
+	}
+	var pool *subnetPool
+	if id := str(b, "subnetpool_id"); id != "" && str(b, "cidr") == "" {
+		if pool, err = s.poolFor(id, b); err != nil {
+			return nil, err
+		}
+		cidr, err := pool.allocate(s, b)
+		if err != nil {
+			return nil, err
+		}
+		b["cidr"] = cidr.String()
 	}
 	prefix, err := netip.ParsePrefix(str(b, "cidr"))
 	if err != nil || prefix.Masked() != prefix {
@@ -257,7 +278,7 @@ func (s *Server) newSubnet(b map[string]any) (*subnet, error) {
 	if prefix.Addr().Is4() {
 		last = last.Prev() // broadcast
 	}
-	sn := &subnet{id: newID(), name: str(b, "name"), project: proj, networkID: n.id, prefix: prefix,
+	sn := &subnet{id: newID(), name: str(b, "name"), description: str(b, "description"), project: proj, networkID: n.id, prefix: prefix,
 		gateway: first, first: first.Next(), last: last, used: map[netip.Addr]string{}, revision: 0,
 		created: s.now(), updated: s.now()}
 	if gw, present := b["gateway_ip"]; present {
@@ -286,6 +307,9 @@ func (s *Server) newSubnet(b map[string]any) (*subnet, error) {
 			m, _ := r.(map[string]any)
 			sn.routes = append(sn.routes, map[string]string{"destination": str(m, "destination"), "nexthop": str(m, "nexthop")})
 		}
+	}
+	if pool != nil {
+		sn.poolID = pool.id
 	}
 	s.subnets[sn.id] = sn
 	return sn, nil

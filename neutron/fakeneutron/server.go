@@ -6,7 +6,10 @@
 //     revision numbers, 409 when deleting a subport;
 //   - trunks: add_subports / remove_subports all or nothing (409 on a VLAN clash or a port that is
 //     already a subport, 404 for a port that is not a subport), trunk_details on parent ports;
-//   - networks, subnets, security groups, extensions.
+//   - networks, subnets, security groups, extensions;
+//   - subnet pools with prefix allocation (lowest free prefix), tags on networks and subnets, and
+//     routers with add/remove_router_interface when the "router" extension is switched on
+//     (SetExtension; the test server has no L3 plugin, so it is off by default, as there).
 //
 // Like the test server (no L2 agent), a port bound to a host fails its binding
 // (binding:vif_type binding_failed) unless the host was declared with AddAgentHost.
@@ -32,6 +35,8 @@ type Server struct {
 	ports    map[string]*port
 	trunks   map[string]*trunk
 	sgs      map[string]*secGroup
+	pools    map[string]*subnetPool // subnetpools.go
+	routers  map[string]*router     // routers.go
 	macSeq   uint32
 	ext      map[string]bool
 	agents   map[string]bool // hosts with an "L2 agent": bindings succeed there
@@ -57,6 +62,8 @@ func New() *Server {
 		ports:    map[string]*port{},
 		trunks:   map[string]*trunk{},
 		sgs:      map[string]*secGroup{},
+		pools:    map[string]*subnetPool{},
+		routers:  map[string]*router{},
 		agents:   map[string]bool{},
 		requests: map[string]int{},
 		now:      func() time.Time { return time.Now().UTC() },
@@ -279,12 +286,18 @@ func (s *Server) route(q *request) (int, any, error) {
 		return s.routePorts(q)
 	case res == "trunks":
 		return s.routeTrunks(q)
+	case (res == "networks" || res == "subnets") && len(p) >= 3 && p[2] == "tags":
+		return s.routeResourceTags(q)
 	case res == "networks":
 		return s.routeNetworks(q)
 	case res == "subnets":
 		return s.routeSubnets(q)
 	case res == "security-groups":
 		return s.routeSecurityGroups(q)
+	case res == "subnetpools":
+		return s.routeSubnetPools(q)
+	case res == "routers" && s.hasExtension("router"):
+		return s.routeRouters(q)
 	}
 	return 0, nil, notFound("HTTPNotFound", "The resource could not be found.")
 }
