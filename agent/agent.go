@@ -66,7 +66,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	nc, err := neutron.NewClient(ctx, neutronOptions(cfg), version.UserAgent("kuryr-agent"))
+	nc, err := neutron.NewClient(ctx, neutron.OptionsFromConfig(cfg), version.UserAgent("kuryr-agent"))
 	if err != nil {
 		return fmt.Errorf("neutron client: %w", err)
 	}
@@ -172,17 +172,6 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	}
-}
-
-func neutronOptions(cfg *config.Config) neutron.ClientOptions {
-	n := cfg.Neutron
-	return neutron.ClientOptions{AuthType: n.AuthType, AuthURL: n.AuthURL, Username: n.Username, Password: n.Password, UserID: n.UserID,
-		UserDomainName: n.UserDomainName, UserDomainID: n.UserDomainID, ProjectName: n.ProjectName, ProjectID: n.ProjectID,
-		ProjectDomainName: n.ProjectDomainName, ProjectDomainID: n.ProjectDomainID, DomainName: n.DomainName,
-		ApplicationCredentialID: n.ApplicationCredentialID, ApplicationCredentialSecret: n.ApplicationCredentialSecret,
-		ApplicationCredentialName: n.ApplicationCredentialName, RegionName: n.RegionName, Interface: n.Interface,
-		EndpointOverride: n.EndpointOverride, CAFile: n.CAFile, Insecure: n.Insecure, Timeout: n.Timeout, Cloud: n.Cloud,
-		QPS: n.QPS, Burst: n.Burst, MaxConcurrentRequests: n.MaxConcurrentRequests}
 }
 
 func newBackend(cfg *config.Config, nc *neutron.Client, nested bool, nodeName, nodeIP string) (pool.Backend, error) {
