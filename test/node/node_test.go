@@ -244,8 +244,10 @@ func TestOVSPodsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OVS interface %s: %v %s", dev, err, ids)
 	}
-	for _, want := range []string{`iface-id="` + port.ID + `"`, `attached-mac="` + port.MACAddress + `"`, `iface-status=active`, `vm-uuid="` + pods[0].UID + `"`} {
-		if !strings.Contains(ids, want) {
+	// OVS quotes a value only when it needs to: compare without quotes.
+	unquoted := strings.ReplaceAll(ids, `"`, "")
+	for _, want := range []string{"iface-id=" + port.ID, "attached-mac=" + port.MACAddress, "iface-status=active", "vm-uuid=" + pods[0].UID} {
+		if !strings.Contains(unquoted, want) {
 			t.Errorf("external_ids of %s = %s, missing %s", dev, ids, want)
 		}
 	}
