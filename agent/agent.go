@@ -124,7 +124,7 @@ func Run(ctx context.Context, o Options) error {
 		svc.Notifier = notifier
 	}
 
-	if err := recoverState(ctx, driver, ckpt, svc.Plugger); err != nil {
+	if err := recoverState(ctx, driver, ckpt, svc.Plugger, netns.LinkExists); err != nil {
 		return err
 	}
 	def := networks.Default()

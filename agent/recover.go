@@ -22,7 +22,10 @@ type recoverer interface {
 // served: attachments whose port Neutron no longer has are unplugged and forgotten; attachments
 // whose netns is gone (the pod died while the agent was down) give their port back; every other
 // attachment keeps its port, so no port is ever handed to two pods.
-func recoverState(ctx context.Context, d recoverer, ckpt *Checkpoint, plugger Plugger) error {
+//
+// linkExists tells whether an attachment's interface is still in its netns: one that is gone was
+// torn down by kuryr-cni while the agent was away (DEL with the agent down), so its port is free again.
+func recoverState(ctx context.Context, d recoverer, ckpt *Checkpoint, plugger Plugger, linkExists func(netnsPath, ifName string) (bool, error)) error {
 	log := klog.FromContext(ctx)
 	inUse := map[string]string{}
 	for _, a := range ckpt.Attachments() {
@@ -54,6 +57,13 @@ func recoverState(ctx context.Context, d recoverer, ckpt *Checkpoint, plugger Pl
 	}
 	var errs []error
 	for _, a := range ckpt.Attachments() {
+		gone := !netnsExists(a.Netns)
+		if !gone && !missing[a.Port.ID] && linkExists != nil {
+			exists, err := linkExists(a.Netns, a.IfName)
+			// On an error the attachment is kept: releasing a port a pod still uses is worse
+			// than holding one a little longer.
+			gone = err == nil && !exists
+		}
 		switch {
 		case missing[a.Port.ID]:
 			log.Info("port of an attachment is gone from Neutron; removing the attachment", "containerID", a.ContainerID, "pod", a.Pod.String(), "port", a.Port.ID)
@@ -64,8 +74,8 @@ func recoverState(ctx context.Context, d recoverer, ckpt *Checkpoint, plugger Pl
 			if err := ckpt.Drop(a.ContainerID, a.IfName); err != nil {
 				errs = append(errs, err)
 			}
-		case !netnsExists(a.Netns):
-			log.Info("netns of an attachment is gone; releasing its port", "containerID", a.ContainerID, "pod", a.Pod.String(), "port", a.Port.ID, "netns", a.Netns)
+		case gone:
+			log.Info("netns or interface of an attachment is gone; releasing its port", "containerID", a.ContainerID, "pod", a.Pod.String(), "port", a.Port.ID, "netns", a.Netns)
 			if err := plugger.Unplug(ctx, a); err != nil {
 				errs = append(errs, err)
 				continue

@@ -145,3 +145,29 @@ func configureL3(h netlinksafe.Handle, l netlink.Link, a Attachment) error {
 	}
 	return nil
 }
+
+// LinkExists reports whether ifName exists in the netns at netnsPath; a netns that is gone has no
+// links. The agent's start-up reconciliation uses it: an attachment whose interface is gone (torn
+// down by kuryr-cni while the agent was away) no longer holds its port.
+func LinkExists(netnsPath, ifName string) (bool, error) {
+	pod, err := ns.GetNS(netnsPath)
+	if isNetnsGone(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open netns %s: %w", netnsPath, err)
+	}
+	defer pod.Close()
+	h, err := netlinksafe.NewHandleAt(vnetns.NsHandle(pod.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return false, fmt.Errorf("open netlink handle in netns %s: %w", netnsPath, err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(ifName); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up link %s in netns %s: %w", ifName, netnsPath, err)
+	}
+	return true, nil
+}

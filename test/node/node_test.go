@@ -213,6 +213,10 @@ func TestDelWithAgentDown(t *testing.T) {
 	if err := a.runner.Status(ctx); err != nil {
 		t.Errorf("STATUS after restart: %v", err)
 	}
+	// The restarted agent sees the interface gone and takes the port back.
+	if st := a.pools(t)[0]; st.InUse != 0 {
+		t.Errorf("after a DEL with the agent down and a restart, %d ports are still in use, want 0", st.InUse)
+	}
 }
 
 // TestOVSPodsEndToEnd: the same through OVS br-int in userspace, with the port's external_ids set
