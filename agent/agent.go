@@ -119,8 +119,11 @@ func Run(ctx context.Context, o Options) error {
 	svc := &Service{Node: backend.Node(), Pools: driver, Networks: networks, Plugger: NetnsPlugger{OVSDB: cfg.Binding.OVSDBConnection}, Checkpoint: ckpt,
 		Binding: binding, PoolWait: cfg.CNIDaemon.PoolWaitTimeout}
 	var notifier *KubeNotifier
-	if kube != nil && cfg.Kubernetes.UseEvents {
-		notifier = NewKubeNotifier(kube, o.NodeName)
+	var pods *PodCache
+	if kube != nil {
+		pods = NewPodCache(kube, o.NodeName)
+		svc.Pods = pods
+		notifier = NewKubeNotifier(kube, o.NodeName, cfg.Kubernetes.UseEvents)
 		svc.Notifier = notifier
 	}
 
@@ -133,6 +136,11 @@ func Run(ctx context.Context, o Options) error {
 	errc := make(chan error, 4)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if pods != nil {
+		// The cache only completes pod references: serve without waiting for it to sync, so that
+		// an unreachable API server never stops pods from starting.
+		pods.Start(ctx)
+	}
 	go driver.Run(ctx)
 	go pruneCooling(ctx, driver, ckpt, cfg.VIFPool.PortsPoolUpdateFrequency)
 	if notifier != nil {

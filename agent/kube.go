@@ -60,6 +60,7 @@ func KubeConfig(kubeconfig, apiRoot, tokenFile, caFile string, userAgent string)
 // KubeNotifier writes Events and the port annotation in the background: the ADD path only queues,
 // and a slow or unreachable API server delays the bookkeeping, never a pod.
 type KubeNotifier struct {
+	events   bool // [kubernetes] use_events
 	client   kubernetes.Interface
 	recorder record.EventRecorder
 	queue    workqueue.TypedRateLimitingInterface[string]
@@ -77,10 +78,11 @@ type annotationJob struct {
 }
 
 // NewKubeNotifier returns a notifier for the pods of this node; Run starts its workers.
-func NewKubeNotifier(client kubernetes.Interface, node string) *KubeNotifier {
+func NewKubeNotifier(client kubernetes.Interface, node string, events bool) *KubeNotifier {
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	return &KubeNotifier{
+		events:   events,
 		client:   client,
 		recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kuryr-agent", Host: node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -114,6 +116,9 @@ func (p *pendingAnnotations) done(key string, job annotationJob) {
 
 // Event records a Kubernetes Event on the pod (asynchronous: the recorder has its own queue).
 func (n *KubeNotifier) Event(pod PodRef, eventType, reason, message string) {
+	if !n.events {
+		return
+	}
 	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: types.UID(pod.UID)}
 	n.recorder.Event(ref, eventType, reason, message)
 }

@@ -94,6 +94,8 @@ type Service struct {
 	Checkpoint *Checkpoint
 	Binding    Binding
 	Notifier   Notifier
+	// Pods completes pod references from the node's pod cache (nil when standalone).
+	Pods interface{ Complete(PodRef) PodRef }
 	// PoolWait bounds how long ADD waits for a refill when the pool is empty.
 	PoolWait time.Duration
 	Now      func() time.Time
@@ -159,6 +161,9 @@ func (s *Service) parse(req *cni.Request, needNetns bool) (*parsed, error) {
 	}
 	if pod.Name == "" {
 		pod.Name = req.ContainerID // outside Kubernetes (cnitool, the demo) the container names the pod
+	}
+	if s.Pods != nil {
+		pod = s.Pods.Complete(pod)
 	}
 	return &parsed{req: req, conf: conf, pod: pod}, nil
 }

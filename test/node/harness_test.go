@@ -93,6 +93,7 @@ type agentProc struct {
 	cniSocket  string
 	manageSock string
 	runner     *cnirun.Runner
+	flags      []string
 }
 
 var portBase = 31000
@@ -101,19 +102,29 @@ var portBase = 31000
 // appended, starts kuryr-agent and waits until it is ready.
 func startAgent(t *testing.T, n *neutronEnv, node, vifType, extra string) *agentProc {
 	t.Helper()
+	return startAgentWith(t, n, node, vifType, extra, "--standalone")
+}
+
+// startAgentWith is startAgent with other kuryr-agent flags than --standalone.
+func startAgentWith(t *testing.T, n *neutronEnv, node, vifType, extra string, flags ...string) *agentProc {
+	t.Helper()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	portBase += 2
-	a := &agentProc{t: t, dir: dir, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase),
+	a := &agentProc{t: t, dir: dir, flags: flags, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase),
 		cniSocket: filepath.Join(dir, "cni.sock"), manageSock: filepath.Join(dir, "manage.sock")}
 	bridge := "kuryrt" + fmt.Sprint(portBase%10000)
+	poolMin := 3
+	if strings.Contains(extra, "#empty-pool") {
+		poolMin = 0
+	}
 	conf := fmt.Sprintf(`[kubernetes]
 vif_pool_driver = neutron
 pod_vif_driver = neutron-vif
 enable_manager = True
 cluster_name = node-test-%d
 [vif_pool]
-ports_pool_min = 3
+ports_pool_min = %d
 ports_pool_batch = 4
 ports_pool_update_frequency = 1
 [binding]
@@ -137,7 +148,7 @@ project = %s
 pod_subnet = %s
 pod_security_groups = %s
 %s
-`, portBase, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
+`, portBase, poolMin, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
 		n.fx.Endpoint, n.fx.Project, n.fx.Project, n.fx.PodSubnet, strings.Join(n.fx.SecurityGroups, ","), extra)
 	a.conf = filepath.Join(dir, "kuryr.conf")
 	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
@@ -168,7 +179,8 @@ func (a *agentProc) start() {
 	if a.logf, err = os.OpenFile(filepath.Join(a.dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err != nil {
 		a.t.Fatal(err)
 	}
-	a.cmd = exec.Command(filepath.Join(binDir, "kuryr-agent"), "--standalone", "--config-file", a.conf, "--node-name", a.node, "-v", "2")
+	args := append([]string{"--config-file", a.conf, "--node-name", a.node, "-v", "2"}, a.flags...)
+	a.cmd = exec.Command(filepath.Join(binDir, "kuryr-agent"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.logf, a.logf
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kuryr-pools/kuryr/agent"
+	"github.com/kuryr-pools/kuryr/test/cnirun"
+	"github.com/kuryr-pools/kuryr/test/testutil"
+)
+
+// TestKubernetesAnnotationAndEvent runs the agent against the real kube-apiserver: a pod whose ADD
+// finds the pool empty gets a WaitingForPort Event, and every attached pod gets its port annotation.
+func TestKubernetesAnnotationAndEvent(t *testing.T) {
+	kubeconfig := testutil.Kubeconfig(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	node := fmt.Sprintf("node-kube-%d", time.Now().UnixNano()%100000)
+	if _, err := kc.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kc.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	const ns = "node-test"
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	p, err := cnirun.NewPod(ns, "kube-"+node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	pod, err := kc.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "localhost/none:never", ImagePullPolicy: corev1.PullNever}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kc.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{}) })
+	p.UID = string(pod.UID)
+
+	n := newNeutron(t)
+	a := startAgentWith(t, n, node, "bridge", "[kubernetes]\nkubeconfig = "+kubeconfig+"\n#empty-pool\n")
+	if _, err := a.runner.Add(ctx, p); err != nil {
+		t.Fatalf("ADD: %v\n%s", err, a.log())
+	}
+	defer a.runner.Del(ctx, p) //nolint:errcheck // cleanup
+	eventually(t, 20*time.Second, "pod annotated with its port", func() (bool, string) {
+		got, err := kc.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		raw := got.Annotations[agent.PortAnnotation]
+		var v agent.PortAnnotationValue
+		if json.Unmarshal([]byte(raw), &v) != nil {
+			return false, raw
+		}
+		return v.MAC == p.Result.Interfaces[0].Mac && len(v.IPs) == 1 && v.IPs[0] == p.Result.IPs[0].Address.IP.String() && v.PortID != "", raw
+	})
+	eventually(t, 20*time.Second, "WaitingForPort Event on the pod", func() (bool, string) {
+		evs, err := kc.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, e := range evs.Items {
+			seen = append(seen, e.Reason+": "+e.Message)
+			if e.Reason == "WaitingForPort" && e.Source.Component == "kuryr-agent" && strings.Contains(e.Message, "refill in flight") {
+				return true, ""
+			}
+		}
+		return false, strings.Join(seen, "; ")
+	})
+}
