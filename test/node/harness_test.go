@@ -100,9 +100,13 @@ var portBase = 31000
 
 // startAgent writes a kuryr.conf for node (bare metal, veth binding mode) with extra lines
 // appended, starts kuryr-agent and waits until it is ready.
-func startAgent(t *testing.T, n *neutronEnv, node, vifType, extra string) *agentProc {
+func startAgent(t *testing.T, n *neutronEnv, node, vifType, extra string, nodeIP ...string) *agentProc {
 	t.Helper()
-	return startAgentWith(t, n, node, vifType, extra, "--standalone")
+	flags := []string{"--standalone"}
+	if len(nodeIP) > 0 {
+		flags = append(flags, "--node-ip", nodeIP[0])
+	}
+	return startAgentWith(t, n, node, vifType, extra, flags...)
 }
 
 // startAgentWith is startAgent with other kuryr-agent flags than --standalone.
