@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a real Neutron API for tests: Debian's neutron-server (noauth, fake RPC transport, ML2 + trunk)
-# on MariaDB, listening on 127.0.0.1:9696, then create the test fixture (project, pod and worker
+# on MariaDB, listening on 127.0.0.1:9696 (env NEUTRON_PORT), then create the test fixture (project, pod and worker
 # networks, three "VM" parent ports with trunks, a security group) and print the path of fixture.json.
 #
 # Idempotent: packages are installed only when missing, the database is migrated only when new, a
@@ -14,7 +14,7 @@ HACK=$(cd "$(dirname "$0")" && pwd)
 
 STATE=${KURYR_STATE_DIR:-/var/tmp/kuryr-test}/neutron
 PROJECT=${KURYR_TEST_PROJECT:-kuryr-test}
-PORT=9696
+PORT=${NEUTRON_PORT:-9696}
 ENDPOINT="http://127.0.0.1:$PORT/"
 SOCK=$STATE/mysql/run/mysqld.sock
 API_TIMEOUT=${NEUTRON_API_TIMEOUT:-180}
@@ -56,7 +56,7 @@ if ! pid_alive "$STATE/mysql/run/mysqld.pid" || ! mysql_up >/dev/null 2>&1; then
 	fi
 	log "mariadb: starting"
 	# setsid: its own session, so neither the caller's terminal nor its job control can stop it.
-	setsid /usr/sbin/mariadbd --defaults-file="$STATE/my.cnf" --user=mysql </dev/null >>"$STATE/mysql/run/mysqld.log" 2>&1 &
+	setsid /usr/sbin/mariadbd --defaults-file="$STATE/my.cnf" --user=mysql </dev/null >>"$STATE/mysql/run/mysqld.log" 2>&1 3>&- &
 	mysqld_pid=$!
 	wait_until 60 "mariadb on $SOCK" mysql_started || die "mariadb did not start (log: $STATE/mysql/run/mysqld.log)"
 fi
@@ -132,7 +132,7 @@ else
 		touch "$STATE/db-migrated"
 	fi
 	log "neutron-server: starting on $ENDPOINT"
-	setsid neutron-server "${CONF[@]}" </dev/null >>"$STATE/server.stdout" 2>&1 &
+	setsid neutron-server "${CONF[@]}" </dev/null >>"$STATE/server.stdout" 2>&1 3>&- &
 	echo $! >"$STATE/neutron-server.pid"
 	echo "$conf_sum" >"$STATE/etc/running.sum"
 	if ! wait_until "$API_TIMEOUT" "neutron-server API on $ENDPOINT" api_up; then
