@@ -204,19 +204,16 @@ func NewNestedBackend(c *Client, o NestedOptions) (*NestedBackend, error) {
 		resourceTags: o.ResourceTags, portDebug: o.PortDebug}}, nil
 }
 
-// trunk returns the node's parent port and trunk, found once.
-func (b *NestedBackend) trunk(ctx context.Context) (parentID, trunkID string, err error) {
-	b.mu.Lock()
-	parentID, trunkID = b.parentID, b.trunkID
-	b.mu.Unlock()
-	if trunkID != "" {
-		return parentID, trunkID, nil
+// trunk returns the node's trunk, found once.
+func (b *NestedBackend) trunk(ctx context.Context) (string, error) {
+	if id := b.cachedTrunkID(); id != "" {
+		return id, nil
 	}
 	p, err := b.findParent(ctx)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	return p.ID, p.TrunkDetails.TrunkID, nil
+	return p.TrunkDetails.TrunkID, nil
 }
 
 // findParent looks the parent port up by the node IP (one list request) and caches it.
@@ -275,8 +272,7 @@ func (b *NestedBackend) forgetTrunk() {
 
 // TrunkID is the node's trunk (looked up on first use).
 func (b *NestedBackend) TrunkID(ctx context.Context) (string, error) {
-	_, t, err := b.trunk(ctx)
-	return t, err
+	return b.trunk(ctx)
 }
 
 // CreatePorts creates req.Count ports in one bulk request and attaches them all to the node's
@@ -286,7 +282,7 @@ func (b *NestedBackend) CreatePorts(ctx context.Context, req pool.CreateRequest)
 	if err != nil {
 		return nil, err
 	}
-	_, trunkID, err := b.trunk(ctx)
+	trunkID, err := b.trunk(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("create ports for pool %s: %w", req.Key, err)
 	}

@@ -195,6 +195,7 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%s: neutron %d: %s", e.Op, e.Status, e.Message)
 }
 
+// Is lets errors.Is match ErrNotFound, ErrConflict and ErrRevisionMismatch by status.
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:

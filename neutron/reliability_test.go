@@ -381,7 +381,7 @@ type lateCommit struct {
 func (h *lateCommit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && r.URL.Path == "/v2.0/ports" {
 		<-h.release
-		h.next.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.Background()))
+		h.next.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.WithoutCancel(r.Context())))
 		close(h.served)
 		return
 	}

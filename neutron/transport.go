@@ -83,7 +83,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if resp != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		klog.FromContext(ctx).V(4).Info("Retrying Neutron request", "op", op, "attempt", attempt+1,
 			"wait", wait, "status", statusOf(resp), "err", err)
