@@ -434,6 +434,20 @@ func decodePage(body any, key string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
+// DeletePortIf deletes a port only if its revision_number is still revision (If-Match): the GC
+// deletes what it verified, never a port someone changed since it was listed. It fails with
+// ErrRevisionMismatch when the port changed, and with ErrConflict while the port is a subport
+// (detach it first); a port already gone counts as deleted.
+func (c *Client) DeletePortIf(ctx context.Context, id string, revision int) error {
+	const op = "ports.delete"
+	opts := &gophercloud.RequestOpts{MoreHeaders: map[string]string{"If-Match": "revision_number=" + strconv.Itoa(revision)}}
+	_, err := c.sc.Delete(withOp(ctx, op), c.sc.ServiceURL("ports", id), opts)
+	if err = apiError(op, err); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete port %s at revision %d: %w", id, revision, err)
+	}
+	return nil
+}
+
 // SubportTrunks maps the ID of every subport of trunks to its trunk's ID.
 func SubportTrunks(trunks []Trunk) map[string]string {
 	m := map[string]string{}

@@ -344,3 +344,55 @@ func TestListTrunksFollowsPages(t *testing.T) {
 		}
 	})
 }
+
+func TestDeletePortIf(t *testing.T) {
+	forEachNsTarget(t, func(t *testing.T, ctx context.Context, c *neutron.Client, tg nsTarget) {
+		ps, err := c.CreatePorts(ctx, []neutron.PortSpec{{NetworkID: tg.fx.PodNetwork, ProjectID: tg.fx.Project,
+			SubnetIDs: []string{tg.fx.PodSubnet}, Name: "nstest-deleteif", DeviceOwner: "compute:kuryr"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ps[0]
+		t.Cleanup(func() { c.DeletePorts(context.WithoutCancel(ctx), []string{p.ID}) })
+		name := "renamed"
+		up, err := c.UpdatePort(ctx, p.ID, 0, neutron.PortUpdate{Name: &name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DeletePortIf(ctx, p.ID, p.RevisionNumber); !errors.Is(err, neutron.ErrRevisionMismatch) {
+			t.Fatalf("DeletePortIf at the revision before an update: %v; want ErrRevisionMismatch", err)
+		}
+		if _, err := c.GetPort(ctx, p.ID); err != nil {
+			t.Fatalf("the port went although its revision changed: %v", err)
+		}
+		// A subport cannot be deleted (409) until it is detached.
+		tr := tg.fx.Trunks[1].Trunk
+		if _, err := c.AttachPorts(ctx, tr, []string{p.ID}, 0); err != nil {
+			t.Fatal(err)
+		}
+		cur, err := c.GetPort(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DeletePortIf(ctx, p.ID, cur.RevisionNumber); !errors.Is(err, neutron.ErrConflict) {
+			t.Fatalf("DeletePortIf of a subport: %v; want ErrConflict", err)
+		}
+		if err := c.RemoveSubports(ctx, tr, []string{p.ID}); err != nil {
+			t.Fatal(err)
+		}
+		if cur, err = c.GetPort(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if cur.RevisionNumber < up.RevisionNumber {
+			t.Fatalf("revision went back: %d < %d", cur.RevisionNumber, up.RevisionNumber)
+		}
+		for i := range 2 {
+			if err := c.DeletePortIf(ctx, p.ID, cur.RevisionNumber); err != nil {
+				t.Fatalf("DeletePortIf #%d at the current revision: %v", i+1, err)
+			}
+		}
+		if _, err := c.GetPort(ctx, p.ID); !errors.Is(err, neutron.ErrNotFound) {
+			t.Fatalf("port after DeletePortIf: %v; want ErrNotFound", err)
+		}
+	})
+}

@@ -109,6 +109,9 @@ func (s *Server) routePorts(q *request) (int, any, error) {
 		case http.MethodPut:
 			return s.updatePort(q, pt)
 		case http.MethodDelete:
+			if err := ifMatch(q, pt.revision); err != nil {
+				return 0, nil, err
+			}
 			return s.deletePort(pt)
 		}
 	}
