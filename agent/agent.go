@@ -133,6 +133,7 @@ func Run(ctx context.Context, o Options) error {
 	def := networks.Default()
 	driver.EnsurePool(pool.Key{Node: backend.Node(), Project: def.Project, Network: def.NetworkID}, def.SubnetIDs, def.SGs)
 
+	metrics := NewMetrics()
 	errc := make(chan error, 4)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -147,7 +148,7 @@ func Run(ctx context.Context, o Options) error {
 		go notifier.Run(ctx, 2)
 	}
 	go func() {
-		errc <- ServeUnix(ctx, cfg.CNIDaemon.SocketPath, SocketPolicy{Group: cfg.CNIDaemon.SocketGroup}, CNIHandler(ctx, svc))
+		errc <- ServeUnix(ctx, cfg.CNIDaemon.SocketPath, SocketPolicy{Group: cfg.CNIDaemon.SocketGroup}, CNIHandler(ctx, svc, metrics))
 	}()
 	if cfg.Kubernetes.EnableManager {
 		ms := &ManageServer{Admin: driver, Max: cfg.VIFPool.PortsPoolMax, Policy: SocketPolicy{Group: cfg.PoolManager.SockGroup},
@@ -164,6 +165,7 @@ func Run(ctx context.Context, o Options) error {
 	if addr := cfg.CNIDaemon.MetricsAddress; addr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(nc.Collectors()...)
+		reg.MustRegister(metrics.Collectors(driver)...)
 		go func() { errc <- serveTCP(ctx, addr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})) }()
 	}
 	svc.SetReady(true)

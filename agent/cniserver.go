@@ -20,7 +20,7 @@ import (
 const maxRequestBytes = 1 << 20
 
 // CNIHandler serves the agent side of the kuryr-cni protocol.
-func CNIHandler(ctx context.Context, s *Service) http.Handler {
+func CNIHandler(ctx context.Context, s *Service, m *Metrics) http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, fn func(context.Context, *cni.Request) (any, error)) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +33,9 @@ func CNIHandler(ctx context.Context, s *Service) http.Handler {
 			// The request's own context is cancelled if kuryr-cni dies; the agent still finishes
 			// (or rolls back) what it started, so detach from it but keep the logger.
 			rctx := klog.NewContext(context.WithoutCancel(r.Context()), klog.FromContext(ctx))
+			start := time.Now()
 			out, err := fn(rctx, req)
+			m.Observe(path[len("/v1/cni/"):], resultLabel(err), time.Since(start))
 			if err != nil {
 				writeCNIError(w, err)
 				return
@@ -55,6 +57,18 @@ func CNIHandler(ctx context.Context, s *Service) http.Handler {
 		}
 	})
 	return mux
+}
+
+// resultLabel is "ok" or the CNI error code, for metrics.
+func resultLabel(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var cniErr *types.Error
+	if errors.As(err, &cniErr) {
+		return fmt.Sprint(cniErr.Code)
+	}
+	return fmt.Sprint(types.ErrInternal)
 }
 
 func writeCNIError(w http.ResponseWriter, err error) {

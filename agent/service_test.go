@@ -369,7 +369,7 @@ func TestProtocolOverUnixSocket(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "run", "cni.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeUnix(ctx, sock, SocketPolicy{}, CNIHandler(ctx, f.svc)) }()
+	go func() { done <- ServeUnix(ctx, sock, SocketPolicy{}, CNIHandler(ctx, f.svc, NewMetrics())) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

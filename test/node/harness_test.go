@@ -6,6 +6,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,6 +91,7 @@ type agentProc struct {
 	cmd        *exec.Cmd
 	logf       *os.File
 	health     string
+	metrics    string
 	cniSocket  string
 	manageSock string
 	runner     *cnirun.Runner
@@ -115,9 +117,10 @@ func startAgentWith(t *testing.T, n *neutronEnv, node, vifType, extra string, fl
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	portBase += 2
-	a := &agentProc{t: t, dir: dir, flags: flags, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase),
+	a := &agentProc{t: t, dir: dir, flags: flags, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase), metrics: fmt.Sprintf("127.0.0.1:%d", portBase+1),
 		cniSocket: filepath.Join(dir, "cni.sock"), manageSock: filepath.Join(dir, "manage.sock")}
 	bridge := "kuryrt" + fmt.Sprint(portBase%10000)
+	clusterID := portBase
 	poolMin := 3
 	if strings.Contains(extra, "#empty-pool") {
 		poolMin = 0
@@ -152,7 +155,7 @@ project = %s
 pod_subnet = %s
 pod_security_groups = %s
 %s
-`, portBase, poolMin, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
+`, clusterID, poolMin, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
 		n.fx.Endpoint, n.fx.Project, n.fx.Project, n.fx.PodSubnet, strings.Join(n.fx.SecurityGroups, ","), extra)
 	a.conf = filepath.Join(dir, "kuryr.conf")
 	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
@@ -164,15 +167,15 @@ pod_security_groups = %s
 	if a.runner, err = cnirun.NewRunner([]byte(conflist), filepath.Join(dir, "cni-cache"), binDir); err != nil {
 		t.Fatal(err)
 	}
+	// A run that was killed may have left ports of this node behind: start from none.
+	cleanupNodePorts(t, n, node, "")
 	a.start()
 	t.Cleanup(func() {
 		a.stop(syscall.SIGTERM)
 		exec.Command("ip", "link", "del", bridge).Run() //nolint:errcheck // best effort
-		// Leave nothing behind in a shared Neutron: free the pools of this test's node.
-		c := manage.NewClient(a.manageSock)
-		a.start()
-		_, _ = c.Do(context.Background(), "POST", manage.PathFree, struct{}{}, false)
-		a.stop(syscall.SIGTERM)
+		// Leave nothing behind in a shared Neutron: delete every port tagged for this test's node
+		// (subports are detached first by DeletePorts).
+		cleanupNodePorts(t, n, node, fmt.Sprintf("node-test-%d", clusterID))
 	})
 	return a
 }
@@ -217,6 +220,18 @@ func (a *agentProc) stop(sig syscall.Signal) {
 	a.logf.Close()
 }
 
+// scrape returns the agent's Prometheus metrics.
+func (a *agentProc) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func (a *agentProc) log() string {
 	b, _ := os.ReadFile(filepath.Join(a.dir, "agent.log"))
 	return string(b)
@@ -249,4 +264,39 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: not after %s (last: %s)", what, timeout, last)
+}
+
+// cleanupNodePorts deletes the ports an agent created for node in cluster.
+func cleanupNodePorts(t *testing.T, n *neutronEnv, node, cluster string) {
+	ctx := context.Background()
+	tags := []string{neutron.NodeTag(node)}
+	if cluster != "" {
+		tags = append(tags, neutron.ClusterTag(cluster))
+	}
+	ports, err := n.client.ListPorts(ctx, neutron.PortFilter{Tags: tags})
+	if err != nil {
+		t.Errorf("cleanup: list the ports of node %s: %v", node, err)
+		return
+	}
+	var ids []string
+	for _, p := range ports {
+		ids = append(ids, p.ID)
+	}
+	trunks, _ := n.client.ListTrunks(ctx, neutron.TrunkFilter{})
+	for _, tr := range trunks {
+		var mine []string
+		for _, s := range tr.SubPorts {
+			for _, id := range ids {
+				if s.PortID == id {
+					mine = append(mine, id)
+				}
+			}
+		}
+		if len(mine) > 0 {
+			_ = n.client.RemoveSubports(ctx, tr.ID, mine)
+		}
+	}
+	if failed := n.client.DeletePorts(ctx, ids); len(failed) > 0 {
+		t.Errorf("cleanup: ports of node %s not deleted: %v", node, failed)
+	}
 }

@@ -134,6 +134,17 @@ func TestBridgePodsEndToEnd(t *testing.T) {
 	if st := a.pools(t)[0]; st.InUse != 2 {
 		t.Errorf("pool in use = %d, want 2", st.InUse)
 	}
+	metrics := a.scrape(t)
+	for _, want := range []string{
+		`kuryr_cni_request_duration_seconds_count{command="add",result="ok"} 2`,
+		`kuryr_cni_request_duration_seconds_bucket{command="add",result="ok",le="0.0005"}`, // sub-millisecond buckets
+		fmt.Sprintf(`kuryr_pool_ports{network=%q,node="node-bridge",project=%q,state="in_use"} 2`, n.fx.PodNetwork, n.fx.Project),
+		`kuryr_neutron_requests_total{code="200",operation="ports.list"} 1`, // loading the pools at start
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s in:\n%s", want, grepLines(metrics, "kuryr_neutron_requests_total"))
+		}
+	}
 	for _, p := range pods {
 		for i := 0; i < 2; i++ { // DEL is idempotent
 			if _, err := a.runner.Del(ctx, p); err != nil {
@@ -270,4 +281,14 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
