@@ -227,6 +227,10 @@ func TestKuryrPoolsCLI(t *testing.T) {
 	if code, _, errOut := run("show", "--trunk", "10.0.4.6"); code != 2 || !strings.Contains(errOut, "required") {
 		t.Errorf("show without project: %d %q", code, errOut)
 	}
+	var out bytes.Buffer
+	if code := manage.RunCLI(context.Background(), []string{"--socket", sock, "list"}, &out, &bytes.Buffer{}); code != 0 || !strings.HasPrefix(out.String(), "Pools:") {
+		t.Errorf("--socket before the command: %d %q", code, out.String())
+	}
 	if code, out, _ := run("free"); code != 0 || out != "Ports pool belonging to all was freed.\n" {
 		t.Errorf("free: %d %q", code, out)
 	}

@@ -74,6 +74,21 @@ Run 'kuryr-pools COMMAND -h' for a command's options.
 
 // RunCLI runs kuryr-pools with args (without the program name) and returns the exit status.
 func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// --socket may also come before the command, as a global option.
+	var global []string
+	for len(args) > 0 {
+		if a := args[0]; a == "--socket" || a == "-socket" {
+			if len(args) < 2 {
+				fmt.Fprintf(stderr, "kuryr-pools: %s needs a path\n", a)
+				return 2
+			}
+			global, args = append(global, a, args[1]), args[2:]
+		} else if strings.HasPrefix(a, "--socket=") || strings.HasPrefix(a, "-socket=") {
+			global, args = append(global, a), args[1:]
+		} else {
+			break
+		}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
@@ -81,7 +96,7 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	cmd, rest := args[0], args[1:]
+	cmd, rest := args[0], append(global, args[1:]...)
 	fs := flag.NewFlagSet("kuryr-pools "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
