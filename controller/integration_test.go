@@ -30,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2/ktesting"
 	"sigs.k8s.io/yaml"
@@ -46,13 +47,17 @@ import (
 type realEnv struct {
 	t    *testing.T
 	ctx  context.Context
-	kube kubernetes.Interface
+	rc   *rest.Config
+	kube kubernetes.Interface // admin: setup and checks
 	dyn  dynamic.Interface
-	fx   fakeneutron.Fixture
-	nc   *neutron.Client // the controller's
-	aux  *neutron.Client // setup and checks
-	cfg  *config.Config
-	id   string // random suffix of everything this test creates
+	// The controller's clients: admin, or a ServiceAccount after asServiceAccount.
+	ctlKube kubernetes.Interface
+	ctlDyn  dynamic.Interface
+	fx      fakeneutron.Fixture
+	nc      *neutron.Client // the controller's
+	aux     *neutron.Client // setup and checks
+	cfg     *config.Config
+	id      string // random suffix of everything this test creates
 }
 
 func newRealEnv(t *testing.T) *realEnv {
@@ -68,12 +73,14 @@ func newRealEnv(t *testing.T) *realEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.rc = rc
 	if e.kube, err = kubernetes.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
 	if e.dyn, err = dynamic.NewForConfig(rc); err != nil {
 		t.Fatal(err)
 	}
+	e.ctlKube, e.ctlDyn = e.kube, e.dyn
 	if e.fx, err = fakeneutron.LoadFixture(path); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +152,7 @@ func (e *realEnv) installCRD() {
 // runController runs a controller elected on a Lease of its own until the test ends.
 func (e *realEnv) runController(o Options) *Controller {
 	e.t.Helper()
-	o.Config, o.Kube, o.Dynamic, o.Neutron = e.cfg, e.kube, e.dyn, e.nc
+	o.Config, o.Kube, o.Dynamic, o.Neutron = e.cfg, e.ctlKube, e.ctlDyn, e.nc
 	c, err := New(o)
 	if err != nil {
 		e.t.Fatal(err)
@@ -153,7 +160,7 @@ func (e *realEnv) runController(o Options) *Controller {
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- RunLeaderElected(ctx, e.kube, LeaderOptions{Namespace: "kube-system", Name: "kuryr-it-" + e.id,
+		done <- RunLeaderElected(ctx, e.ctlKube, LeaderOptions{Namespace: "kube-system", Name: "kuryr-it-" + e.id,
 			Identity: "it-" + e.id, RetryPeriod: 200 * time.Millisecond}, func(ctx context.Context) {
 			if err := c.Run(ctx); err != nil {
 				e.t.Error(err)
@@ -208,15 +215,16 @@ func (e *realEnv) subnetPool() neutron.SubnetPool {
 // namespace is empty (there is none in the test cluster): it removes the kubernetes finalizer.
 func (e *realEnv) finalizeNamespace(name string) {
 	ctx := context.WithoutCancel(e.ctx)
-	ns, err := e.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return
-	}
-	if ns.DeletionTimestamp == nil {
-		_ = e.kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
-	}
-	ns.Spec.Finalizers = nil
-	_, _ = e.kube.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{})
+	_ = e.kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+	_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ns, err := e.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		ns.Spec.Finalizers = nil
+		_, err = e.kube.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 func (e *realEnv) portGone(id string) bool {
@@ -696,4 +704,104 @@ func leaderLosesLease(t *testing.T, kube kubernetes.Interface, leaseName string)
 	if err := waitFor(t, done); !errors.Is(err, ErrLostLease) {
 		t.Fatalf("RunLeaderElected = %v, want ErrLostLease", err)
 	}
+}
+
+// applyRBAC creates or updates the objects of daemonset/rbac.yaml.
+func (e *realEnv) applyRBAC() {
+	e.t.Helper()
+	raw, err := os.ReadFile("../daemonset/rbac.yaml")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resources := map[string]schema.GroupVersionResource{
+		"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+		"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+		"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+		"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+		"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			e.t.Fatalf("daemonset/rbac.yaml: %v", err)
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		gvr, ok := resources[u.GetKind()]
+		if !ok {
+			e.t.Fatalf("daemonset/rbac.yaml: unexpected kind %q", u.GetKind())
+		}
+		ri := e.dyn.Resource(gvr).Namespace(u.GetNamespace())
+		cur, err := ri.Get(e.ctx, u.GetName(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = ri.Create(e.ctx, u, metav1.CreateOptions{})
+		case err == nil:
+			u.SetResourceVersion(cur.GetResourceVersion())
+			_, err = ri.Update(e.ctx, u, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			e.t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// asServiceAccount makes the controller's clients impersonate a ServiceAccount.
+func (e *realEnv) asServiceAccount(namespace, name string) {
+	e.t.Helper()
+	rc := rest.CopyConfig(e.rc)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + namespace + ":" + name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}}
+	var err error
+	if e.ctlKube, err = kubernetes.NewForConfig(rc); err != nil {
+		e.t.Fatal(err)
+	}
+	if e.ctlDyn, err = dynamic.NewForConfig(rc); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestIntegrationRBAC runs the controller as the kuryr-controller ServiceAccount with only the
+// permissions of daemonset/rbac.yaml: leader election, a namespace network set up and torn down,
+// and a deleted node's ports freed. A permission missing from the manifest fails it.
+func TestIntegrationRBAC(t *testing.T) {
+	e := newRealEnv(t)
+	e.installCRD()
+	e.applyRBAC()
+	e.asServiceAccount("kube-system", "kuryr-controller")
+	if _, err := e.ctlKube.CoreV1().Secrets("kube-system").List(e.ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing secrets as the ServiceAccount: %v; want Forbidden (impersonation is not in effect)", err)
+	}
+	sp := e.subnetPool()
+	e.cfg.Kubernetes.PodSubnetsDriver = "namespace"
+	e.cfg.NamespaceSubnet.PodSubnetPool = sp.ID
+	e.cfg.Kubernetes.EnabledHandlers = append(e.cfg.Kubernetes.EnabledHandlers, "*kuryrnet*", "namespace")
+	node := "kuryr-it-rbac-" + e.id
+	e.node(node)
+	p := e.port(node, pool.AvailablePortName, "")
+	e.runController(Options{NamespaceSelector: labels.SelectorFromSet(labels.Set{"kuryr-it": e.id}), GCPeriod: time.Hour, GCGrace: time.Second})
+
+	name := "kuryr-it-rbac-" + e.id
+	t.Cleanup(func() { e.finalizeNamespace(name) })
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kuryr-it": e.id}}}
+	if _, err := e.kube.CoreV1().Namespaces().Create(e.ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("KuryrNetwork ready", time.Minute, func() bool {
+		k, err := kuryrnet.NewClient(e.dyn, "it").Get(e.ctx, name, name)
+		return err == nil && k.Ready() && k.Status.Populated
+	})
+	e.eventually("event "+ReasonNetworkReady, 30*time.Second, func() bool {
+		return hasEvent(e.events("default", "Namespace", name), ReasonNetworkReady)
+	})
+	if err := e.kube.CoreV1().Nodes().Delete(e.ctx, node, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the deleted node's port freed", time.Minute, func() bool { return e.portGone(p.ID) })
+	if err := e.kube.CoreV1().Namespaces().Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("KuryrNetwork gone", time.Minute, func() bool {
+		_, err := kuryrnet.NewClient(e.dyn, "it").Get(e.ctx, name, name)
+		return apierrors.IsNotFound(err)
+	})
 }
