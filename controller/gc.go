@@ -36,6 +36,9 @@ const (
 	ReasonPodGone Reason = "pod-gone"
 )
 
+// gcDeleteConcurrency is how many ports the GC deletes at once (kuryr's LEFTOVER_RM_POOL_SIZE).
+const gcDeleteConcurrency = 5
+
 // Event reasons of the GC.
 const (
 	ReasonNodePortsDeleted = "KuryrNodePortsDeleted"
@@ -381,33 +384,44 @@ func (g *gc) delete(ctx context.Context, act []candidate, live Live, res *passRe
 	}
 	trunkOf := neutron.SubportTrunks(trunks)
 	perNode := map[string]int{}
+	var mu sync.Mutex // res, perNode
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, gcDeleteConcurrency)
 	for _, cd := range act {
 		if err := g.limiter.Wait(ctx); err != nil {
-			return
+			break
 		}
-		deleted, err := g.deleteOne(ctx, cd, live, trunkOf[cd.port.ID])
-		switch {
-		case err != nil:
-			res.failed++
-			g.c.metrics.gcFailed.WithLabelValues(string(cd.reason)).Inc()
-			logger.Error(err, "GC: deleting port failed", "port", cd.port.ID, "reason", cd.reason)
-			g.event(cd, corev1.EventTypeWarning, ReasonPortGCFailed, fmt.Sprintf("Deleting Neutron port %s (%s) failed: %v", cd.port.ID, cd.reason, err))
-		case !deleted:
-			res.kept++
-			g.unmark(cd.port.ID)
-		default:
-			res.deleted++
-			g.unmark(cd.port.ID)
-			g.c.metrics.gcDeleted.WithLabelValues(string(cd.reason)).Inc()
-			logger.Info("GC: port deleted", "port", cd.port.ID, "reason", cd.reason, "name", cd.port.Name, "node", nodeOf(cd.port))
-			if cd.reason == ReasonNodeGone {
-				perNode[nodeOf(cd.port)]++
-			} else {
-				g.event(cd, corev1.EventTypeNormal, ReasonLeakedPortDelete,
-					fmt.Sprintf("Deleted Neutron port %s of pod %s, which no longer exists", cd.port.ID, cd.port.Name))
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			deleted, err := g.deleteOne(ctx, cd, live, trunkOf[cd.port.ID])
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				res.failed++
+				g.c.metrics.gcFailed.WithLabelValues(string(cd.reason)).Inc()
+				logger.Error(err, "GC: deleting port failed", "port", cd.port.ID, "reason", cd.reason)
+				g.event(cd, corev1.EventTypeWarning, ReasonPortGCFailed, fmt.Sprintf("Deleting Neutron port %s (%s) failed: %v", cd.port.ID, cd.reason, err))
+			case !deleted:
+				res.kept++
+				g.unmark(cd.port.ID)
+			default:
+				res.deleted++
+				g.unmark(cd.port.ID)
+				g.c.metrics.gcDeleted.WithLabelValues(string(cd.reason)).Inc()
+				logger.Info("GC: port deleted", "port", cd.port.ID, "reason", cd.reason, "name", cd.port.Name, "node", nodeOf(cd.port))
+				if cd.reason == ReasonNodeGone {
+					perNode[nodeOf(cd.port)]++
+				} else {
+					g.event(cd, corev1.EventTypeNormal, ReasonLeakedPortDelete,
+						fmt.Sprintf("Deleted Neutron port %s of pod %s, which no longer exists", cd.port.ID, cd.port.Name))
+				}
 			}
-		}
+		}()
 	}
+	wg.Wait()
 	for node, n := range perNode {
 		ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node}
 		g.c.recorder.Eventf(ref, corev1.EventTypeNormal, ReasonNodePortsDeleted,
