@@ -194,12 +194,13 @@ func (g *gc) run(ctx context.Context) {
 			}
 		}
 		res, err := g.pass(ctx)
-		if err != nil {
+		switch {
+		case err != nil:
 			logger.Error(err, "GC pass failed")
-		} else if res.marked+res.deleted+res.failed > 0 {
+		case res.marked+res.deleted+res.failed > 0:
 			logger.Info("GC pass", "listed", res.listed, "marked", res.marked, "due", res.due, "deleted", res.deleted,
 				"kept", res.kept, "failed", res.failed, "deferred", res.deferred)
-		} else {
+		default:
 			logger.V(4).Info("GC pass", "listed", res.listed)
 		}
 		next := g.period

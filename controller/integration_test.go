@@ -425,14 +425,23 @@ func measure(t *testing.T, names []string, f func(string)) string {
 // port creates a port tagged for this test's cluster and a node on the real server.
 func (e *realEnv) port(node, name, deviceID string) neutron.Port {
 	e.t.Helper()
-	tags := []string{neutron.ClusterTag(e.cfg.Kubernetes.ClusterName), neutron.NodeTag(node), "kuryr-controller-it"}
-	ps, err := e.aux.CreatePorts(e.ctx, []neutron.PortSpec{{NetworkID: e.fx.PodNetwork, ProjectID: e.fx.Project,
-		SubnetIDs: []string{e.fx.PodSubnet}, Name: name, DeviceID: deviceID, DeviceOwner: pool.DeviceOwnerKuryr, Tags: tags}})
+	p, err := e.newPort(e.ctx, node, name, deviceID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { e.aux.DeletePorts(context.WithoutCancel(e.ctx), []string{ps[0].ID}) })
-	return ps[0]
+	return p
+}
+
+// newPort is port for goroutines other than the test's.
+func (e *realEnv) newPort(ctx context.Context, node, name, deviceID string) (neutron.Port, error) {
+	tags := []string{neutron.ClusterTag(e.cfg.Kubernetes.ClusterName), neutron.NodeTag(node), "kuryr-controller-it"}
+	ps, err := e.aux.CreatePorts(ctx, []neutron.PortSpec{{NetworkID: e.fx.PodNetwork, ProjectID: e.fx.Project,
+		SubnetIDs: []string{e.fx.PodSubnet}, Name: name, DeviceID: deviceID, DeviceOwner: pool.DeviceOwnerKuryr, Tags: tags}})
+	if err != nil {
+		return neutron.Port{}, err
+	}
+	e.t.Cleanup(func() { e.aux.DeletePorts(context.WithoutCancel(ctx), []string{ps[0].ID}) })
+	return ps[0], nil
 }
 
 func (e *realEnv) node(name string) {
@@ -451,22 +460,21 @@ func (e *realEnv) namespace(name string) {
 	e.t.Cleanup(func() { e.finalizeNamespace(name) })
 }
 
-func (e *realEnv) pod(ns, name, node string) *corev1.Pod {
-	e.t.Helper()
+// pod creates a pod bound to node (nothing runs it: the test cluster has no kubelet).
+func (e *realEnv) pod(ctx context.Context, ns, name, node string) (*corev1.Pod, error) {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "localhost/pause"}}}}
-	p, err := e.kube.CoreV1().Pods(ns).Create(e.ctx, p, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return p
+	return e.kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 }
 
-func (e *realEnv) deletePod(ns, name string) {
+// deletePod deletes a pod at once (grace 0: no kubelet would confirm a graceful deletion).
+func (e *realEnv) deletePod(ctx context.Context, ns, name string) error {
 	zero := int64(0)
-	if err := e.kube.CoreV1().Pods(ns).Delete(context.WithoutCancel(e.ctx), name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
-		e.t.Error(err)
+	err := e.kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	if apierrors.IsNotFound(err) {
+		return nil
 	}
+	return err
 }
 
 // TestIntegrationNodeGC: the ports tagged for a Node that is deleted are freed (subports detached,
@@ -480,8 +488,11 @@ func TestIntegrationNodeGC(t *testing.T) {
 	e.node(other)
 	ns := "kuryr-it-gc-" + e.id
 	e.namespace(ns)
-	live := e.pod(ns, "live", node)
-	t.Cleanup(func() { e.deletePod(ns, "live") })
+	live, err := e.pod(e.ctx, ns, "live", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.deletePod(context.WithoutCancel(e.ctx), ns, "live") })
 
 	var freed []neutron.Port
 	for range 4 {
@@ -558,6 +569,7 @@ func TestIntegrationGCUnderPodChurn(t *testing.T) {
 	monitorDone := make(chan struct{})
 	go func() {
 		defer close(monitorDone)
+		ctx := context.WithoutCancel(churnCtx)
 		for churnCtx.Err() == nil {
 			mu.Lock()
 			snapshot := map[string]string{}
@@ -566,7 +578,7 @@ func TestIntegrationGCUnderPodChurn(t *testing.T) {
 			}
 			mu.Unlock()
 			for id, pod := range snapshot {
-				_, err := e.aux.GetPort(e.ctx, id)
+				_, err := e.aux.GetPort(ctx, id)
 				mu.Lock()
 				stillInUse := inUse[id] == pod
 				mu.Unlock()
@@ -583,6 +595,7 @@ func TestIntegrationGCUnderPodChurn(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			ctx := context.WithoutCancel(churnCtx) // a step under way completes
 			for i := 0; churnCtx.Err() == nil; i++ {
 				var p neutron.Port
 				select {
@@ -591,11 +604,15 @@ func TestIntegrationGCUnderPodChurn(t *testing.T) {
 					return
 				}
 				name := fmt.Sprintf("p%d-%d", w, i)
-				pod := e.pod(ns, name, node)
+				pod, err := e.pod(ctx, ns, name, node)
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				created.Add(1)
 				// The agent marks the port in use once the pod has it.
 				full, dev := ns+"/"+name, string(pod.UID)
-				up, err := e.aux.UpdatePort(e.ctx, p.ID, 0, neutron.PortUpdate{Name: &full, DeviceID: &dev})
+				up, err := e.aux.UpdatePort(ctx, p.ID, 0, neutron.PortUpdate{Name: &full, DeviceID: &dev})
 				if err != nil {
 					t.Error(err)
 					return
@@ -607,17 +624,25 @@ func TestIntegrationGCUnderPodChurn(t *testing.T) {
 				mu.Lock()
 				delete(inUse, p.ID)
 				mu.Unlock()
-				e.deletePod(ns, name)
+				if err := e.deletePod(ctx, ns, name); err != nil {
+					t.Error(err)
+					return
+				}
 				if i%4 == 3 { // a crashed agent: the port keeps the dead pod's name
 					mu.Lock()
 					leaked = append(leaked, p.ID)
 					mu.Unlock()
-					free <- e.port(node, pool.AvailablePortName, "")
+					np, err := e.newPort(ctx, node, pool.AvailablePortName, "")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					free <- np
 					continue
 				}
 				// DEL: the agent gives the port its pool identity back at once, then reuses it.
 				name0, dev0 := pool.AvailablePortName, ""
-				if _, err := e.aux.UpdatePort(e.ctx, p.ID, up.RevisionNumber, neutron.PortUpdate{Name: &name0, DeviceID: &dev0}); err != nil {
+				if _, err := e.aux.UpdatePort(ctx, p.ID, up.RevisionNumber, neutron.PortUpdate{Name: &name0, DeviceID: &dev0}); err != nil {
 					t.Errorf("recycle port %s: %v", p.ID, err)
 					return
 				}

@@ -77,10 +77,10 @@ func (c *Controller) syncNamespace(ctx context.Context, name string) error {
 			}
 			return nil // the informer brings the deletionTimestamp
 		}
-		return c.finalize(ctx, kn, ns)
+		return c.finalize(ctx, kn)
 	}
 	if kn != nil && kn.DeletionTimestamp != nil {
-		return c.finalize(ctx, kn, ns) // then it is created again for the living namespace
+		return c.finalize(ctx, kn) // then it is created again for the living namespace
 	}
 	return c.ensure(ctx, ns, kn)
 }
@@ -322,7 +322,7 @@ func (c *Controller) subnetPool(ctx context.Context) (neutron.SubnetPool, error)
 // finalize deletes the namespace's router interface, ports, subnet and network, then removes the
 // finalizer. Ports are deleted only when no pod of the namespace is left: a port in use is never
 // pulled from under a pod.
-func (c *Controller) finalize(ctx context.Context, kn *kuryrnet.KuryrNetwork, ns *corev1.Namespace) error {
+func (c *Controller) finalize(ctx context.Context, kn *kuryrnet.KuryrNetwork) error {
 	if !kn.HasFinalizer() {
 		return nil
 	}

@@ -33,16 +33,16 @@ func (h *Health) Handler() http.Handler {
 				return
 			}
 		}
-		fmt.Fprintln(w, "ok")
+		_, _ = fmt.Fprintln(w, "ok")
 	}
 	ready := func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case h.Leading != nil && !h.Leading():
-			fmt.Fprintln(w, "standby")
+			_, _ = fmt.Fprintln(w, "standby")
 		case h.Ready != nil && !h.Ready():
 			http.Error(w, "informer caches not synced yet", http.StatusServiceUnavailable)
 		default:
-			fmt.Fprintln(w, "ok")
+			_, _ = fmt.Fprintln(w, "ok")
 		}
 	}
 	mux.HandleFunc("GET /alive", alive)
@@ -81,7 +81,7 @@ func RestConfig(kubeconfig, apiRoot, tokenFile, caFile, userAgent string) (*rest
 		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	case apiRoot != "":
 		cfg = &rest.Config{Host: apiRoot, BearerTokenFile: tokenFile}
-		cfg.TLSClientConfig.CAFile = caFile
+		cfg.CAFile = caFile
 	default:
 		cfg, err = rest.InClusterConfig()
 	}
