@@ -333,6 +333,19 @@ func (c *Controller) finalize(ctx context.Context, kn *kuryrnet.KuryrNetwork) er
 		return err
 	}
 	pods = slices.DeleteFunc(pods, func(p *corev1.Pod) bool { return p.Spec.HostNetwork })
+	if len(pods) == 0 {
+		// The cache may not have seen a pod created a moment ago: ask the API server before
+		// deleting a network that a pod could be using.
+		live, err := c.kube.CoreV1().Pods(kn.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("list the pods of namespace %s: %w", kn.Namespace, err)
+		}
+		for i := range live.Items {
+			if !live.Items[i].Spec.HostNetwork {
+				pods = append(pods, &live.Items[i])
+			}
+		}
+	}
 	if len(pods) > 0 {
 		c.recorder.Eventf(nsRef(kn), corev1.EventTypeNormal, ReasonNetworkWaiting, "Waiting for %d pods to go before deleting the Neutron network", len(pods))
 		return &retryAfter{after: podsGoneRetry, reason: fmt.Sprintf("%d pods left in the namespace", len(pods))}
