@@ -34,6 +34,8 @@ type Options struct {
 	Standalone bool
 	// OnReady, when set, is called once the pools are loaded and the sockets serve.
 	OnReady func()
+	// Install puts kuryr-cni on the node at start and its conflist once the agent is ready.
+	Install Install
 }
 
 // nodeLabelPodVIF is the node label kuryr's MultiVIFPool reads to pick a node's pod VIF driver
@@ -127,6 +129,9 @@ func Run(ctx context.Context, o Options) error {
 		svc.Notifier = notifier
 	}
 
+	if err := o.Install.InstallPlugin(); err != nil {
+		return err
+	}
 	if err := recoverState(ctx, driver, ckpt, svc.Plugger, netns.LinkExists); err != nil {
 		return err
 	}
@@ -169,6 +174,9 @@ func Run(ctx context.Context, o Options) error {
 		go func() { errc <- serveTCP(ctx, addr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})) }()
 	}
 	svc.SetReady(true)
+	if err := o.Install.InstallConflist(); err != nil {
+		return err
+	}
 	log.Info("kuryr-agent ready", "cniSocket", cfg.CNIDaemon.SocketPath, "manager", cfg.Kubernetes.EnableManager, "pools", len(driver.Keys()))
 	if o.OnReady != nil {
 		o.OnReady()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -35,6 +36,11 @@ func run() int {
 	standalone := fs.Bool("standalone", false, "run without Kubernetes: every pod gets the [neutron_defaults] project, subnet and security groups")
 	embedded := fs.Bool("embedded-neutron", false, "serve an in-memory Neutron stand-in with a test fixture and use it (demo and trials; implies --standalone)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	var install agent.Install
+	fs.StringVar(&install.BinDir, "install-cni-bin-dir", "", "copy kuryr-cni into this directory at start (atomically)")
+	fs.StringVar(&install.PluginPath, "cni-plugin", "", "the kuryr-cni binary to install (default: next to kuryr-agent)")
+	fs.StringVar(&install.ConfDir, "install-cni-conf-dir", "", "write the CNI conflist into this directory once the agent is ready")
+	fs.StringVar(&install.Template, "cni-conf-template", "/etc/kuryr/10-kuryr.conflist.template", "the conflist to install")
 	klog.InitFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	if *showVersion {
@@ -72,7 +78,12 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(klog.NewContext(context.Background(), logger), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := agent.Options{Config: cfg, NodeName: *nodeName, NodeIP: *nodeIP, Standalone: *standalone || *embedded}
+	if install.BinDir != "" && install.PluginPath == "" {
+		if self, err := os.Executable(); err == nil {
+			install.PluginPath = filepath.Join(filepath.Dir(self), "kuryr-cni")
+		}
+	}
+	opts := agent.Options{Config: cfg, NodeName: *nodeName, NodeIP: *nodeIP, Standalone: *standalone || *embedded, Install: install}
 	if *embedded {
 		if opts.NodeIP, err = agent.StartEmbeddedNeutron(ctx, cfg, opts.NodeName); err != nil {
 			logger.Error(err, "embedded Neutron")

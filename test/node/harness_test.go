@@ -186,7 +186,14 @@ func (a *agentProc) start() {
 	if a.logf, err = os.OpenFile(filepath.Join(a.dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err != nil {
 		a.t.Fatal(err)
 	}
-	args := append([]string{"--config-file", a.conf, "--node-name", a.node, "-v", "2"}, a.flags...)
+	tmpl := filepath.Join(a.dir, "conflist.template")
+	_ = os.WriteFile(tmpl, []byte(`{"cniVersion":"1.1.0","name":"kuryr","plugins":[{"type":"kuryr-cni"}]}`), 0o600)
+	for _, d := range []string{"host-bin", "host-net.d"} {
+		_ = os.MkdirAll(filepath.Join(a.dir, d), 0o755)
+	}
+	args := append([]string{"--config-file", a.conf, "--node-name", a.node, "-v", "2",
+		"--install-cni-bin-dir", filepath.Join(a.dir, "host-bin"), "--install-cni-conf-dir", filepath.Join(a.dir, "host-net.d"),
+		"--cni-conf-template", tmpl}, a.flags...)
 	a.cmd = exec.Command(filepath.Join(binDir, "kuryr-agent"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.logf, a.logf
 	if err := a.cmd.Start(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,6 +113,12 @@ func TestBridgePodsEndToEnd(t *testing.T) {
 	eventually(t, 30*time.Second, "pool filled to ports_pool_min", func() (bool, string) {
 		p := a.pools(t)
 		return len(p) == 1 && p[0].Free >= 3, fmt.Sprint(p)
+	})
+	// The agent installed kuryr-cni at start and the conflist once ready.
+	eventually(t, 5*time.Second, "kuryr-cni and the conflist installed", func() (bool, string) {
+		bin, berr := os.Stat(filepath.Join(a.dir, "host-bin", "kuryr-cni"))
+		_, cerr := os.Stat(filepath.Join(a.dir, "host-net.d", "10-kuryr.conflist"))
+		return berr == nil && bin.Mode().Perm() == 0o755 && bin.Size() > 1<<20 && cerr == nil, fmt.Sprint(berr, cerr)
 	})
 	pods := newPods(t, 2, "bridge")
 	for _, p := range pods {
