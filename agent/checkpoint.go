@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -227,12 +229,13 @@ func (c *Checkpoint) persistLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	return writeFileAtomic(c.path, data, 0o600, c.writeHook)
+	return writeFileAtomic(c.path, bytes.NewReader(data), 0o600, c.writeHook)
 }
 
-// writeFileAtomic replaces path with data so that a crash leaves either the old or the new file:
-// write a temp file in the same directory, fsync it, rename it over path, fsync the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode, beforeRename func()) error {
+// writeFileAtomic replaces path with what src holds so that a crash, or a reader at any moment,
+// sees either the old or the new file whole, with its mode: write a temp file in the same directory,
+// chmod and fsync it, rename it over path, fsync the directory.
+func writeFileAtomic(path string, src io.Reader, mode os.FileMode, beforeRename func()) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -243,7 +246,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, beforeRename fu
 	}
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName) // a no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, src); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", tmpName, err)
 	}

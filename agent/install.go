@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 )
@@ -33,7 +32,7 @@ func (in Install) InstallPlugin() error {
 		return fmt.Errorf("install kuryr-cni: %w", err)
 	}
 	defer src.Close()
-	return installFile(filepath.Join(in.BinDir, "kuryr-cni"), src, 0o755)
+	return writeFileAtomic(filepath.Join(in.BinDir, "kuryr-cni"), src, 0o755, nil)
 }
 
 // InstallConflist writes the conflist: called only once the agent serves, so a node is never
@@ -47,34 +46,5 @@ func (in Install) InstallConflist() error {
 		return fmt.Errorf("install the CNI configuration: %w", err)
 	}
 	defer f.Close()
-	return installFile(filepath.Join(in.ConfDir, ConflistName), f, 0o644)
-}
-
-func installFile(dst string, src io.Reader, mode os.FileMode) error {
-	dir := filepath.Dir(dst)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("install %s: %w", dst, err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name) // a no-op once renamed
-	if _, err := io.Copy(tmp, src); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: write: %w", dst, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: chmod: %w", dst, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: fsync: %w", dst, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("install %s: %w", dst, err)
-	}
-	if err := os.Rename(name, dst); err != nil {
-		return fmt.Errorf("install %s: rename: %w", dst, err)
-	}
-	return nil
+	return writeFileAtomic(filepath.Join(in.ConfDir, ConflistName), f, 0o644, nil)
 }
