@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"k8s.io/klog/v2"
@@ -19,17 +18,12 @@ import (
 	"github.com/kuryr-pools/kuryr/version"
 )
 
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 func main() { os.Exit(run()) }
 
 func run() int {
 	fs := flag.NewFlagSet("kuryr-agent", flag.ExitOnError)
-	var configFiles stringList
-	fs.Var(&configFiles, "config-file", "kuryr.conf to load; may be repeated, later files win (default /etc/kuryr/kuryr.conf)")
+	var configFiles config.Files
+	configFiles.Register(fs)
 	validate := fs.Bool("validate-config", false, "print the effective settings as JSON and exit (2 on an invalid configuration)")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	nodeIP := fs.String("node-ip", os.Getenv("NODE_IP"), "this node's IP on a worker subnet, the trunk parent's (default $NODE_IP, else the Node object)")
@@ -47,12 +41,7 @@ func run() int {
 		fmt.Println(version.String("kuryr-agent"))
 		return 0
 	}
-	if len(configFiles) == 0 {
-		if _, err := os.Stat("/etc/kuryr/kuryr.conf"); err == nil {
-			configFiles = append(configFiles, "/etc/kuryr/kuryr.conf")
-		}
-	}
-	cfg, err := config.Load(configFiles...)
+	cfg, err := configFiles.Load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kuryr-agent: invalid configuration: %v\n", err)
 		return 2

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,17 +31,12 @@ import (
 	"github.com/kuryr-pools/kuryr/version"
 )
 
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 func main() { os.Exit(run()) }
 
 func run() int {
 	fs := flag.NewFlagSet("kuryr-controller", flag.ExitOnError)
-	var configFiles stringList
-	fs.Var(&configFiles, "config-file", "kuryr.conf to load; may be repeated, later files win (default /etc/kuryr/kuryr.conf)")
+	var configFiles config.Files
+	configFiles.Register(fs)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default [kubernetes] kubeconfig, else api_root, else in-cluster)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	leaderElect := fs.Bool("leader-elect", true, "elect a leader on a Lease before working (off: run at once, a single replica only)")
@@ -58,12 +52,7 @@ func run() int {
 		fmt.Println(version.String("kuryr-controller"))
 		return 0
 	}
-	if len(configFiles) == 0 {
-		if _, err := os.Stat("/etc/kuryr/kuryr.conf"); err == nil {
-			configFiles = append(configFiles, "/etc/kuryr/kuryr.conf")
-		}
-	}
-	cfg, err := config.Load(configFiles...)
+	cfg, err := configFiles.Load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kuryr-controller: invalid configuration: %v\n", err)
 		return 2
