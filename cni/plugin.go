@@ -32,71 +32,71 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status, GC: p.GC}
 }
 
-func (p *Plugin) prepare(args *skel.CmdArgs) (*NetConf, Caller, *slog.Logger, io.Closer, error) {
-	conf, err := LoadNetConf(args.StdinData)
-	if err != nil {
-		return nil, nil, nil, nil, types.NewError(types.ErrDecodingFailure, err.Error(), "")
-	}
-	logger, closer := newLogger(conf, args)
-	return conf, p.Dial(conf.SocketPath), logger, closer, nil
+// outcome is what one call to the agent gave, for the command that made it.
+type outcome struct {
+	ctx  context.Context
+	conf *NetConf
+	log  *slog.Logger
+	data []byte
+	err  error
 }
 
-func request(args *skel.CmdArgs) *Request {
-	return &Request{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Config: args.StdinData}
+// call runs one command against the agent: parse the configuration, open the log, call path within
+// the configuration's deadline, and hand the outcome to then.
+func (p *Plugin) call(args *skel.CmdArgs, path string, then func(o outcome) error) error {
+	conf, err := LoadNetConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	}
+	log, closer := newLogger(conf, args)
+	defer closer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
+	defer cancel()
+	req := &Request{ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName, Args: args.Args, Config: args.StdinData}
+	data, err := p.Dial(conf.SocketPath).Call(ctx, path, req)
+	return then(outcome{ctx: ctx, conf: conf, log: log, data: data, err: err})
 }
 
 // Add asks the agent for a port plugged into the pod's netns and prints the result in the
 // configuration's cniVersion.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	conf, agent, log, closer, err := p.prepare(args)
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
-	defer cancel()
-	data, err := agent.Call(ctx, PathAdd, request(args))
-	if err != nil {
-		log.Error("ADD failed", "error", err)
-		return toCNIError(err, "ADD")
-	}
-	result, err := current.NewResult(data)
-	if err != nil {
-		log.Error("ADD: agent sent an invalid result", "error", err)
-		return types.NewError(types.ErrInternal, "kuryr agent sent an invalid CNI result", err.Error())
-	}
-	log.Info("ADD done")
-	return types.PrintResult(result, conf.CNIVersion)
+	return p.call(args, PathAdd, func(o outcome) error {
+		if o.err != nil {
+			o.log.Error("ADD failed", "error", o.err)
+			return toCNIError(o.err, "ADD")
+		}
+		result, err := current.NewResult(o.data)
+		if err != nil {
+			o.log.Error("ADD: agent sent an invalid result", "error", err)
+			return types.NewError(types.ErrInternal, "kuryr agent sent an invalid CNI result", err.Error())
+		}
+		o.log.Info("ADD done")
+		return types.PrintResult(result, o.conf.CNIVersion)
+	})
 }
 
 // Del releases the pod's port. It succeeds when the agent is down: the interface is removed
 // locally and the agent reconciles the port when it comes back.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	conf, agent, log, closer, err := p.prepare(args)
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
-	defer cancel()
-	_, err = agent.Call(ctx, PathDel, request(args))
-	if errors.Is(err, ErrAgentUnavailable) {
-		log.Warn("DEL: agent unavailable, tearing down locally", "error", err)
-		if args.Netns == "" || p.LocalTeardown == nil {
+	return p.call(args, PathDel, func(o outcome) error {
+		if errors.Is(o.err, ErrAgentUnavailable) {
+			o.log.Warn("DEL: agent unavailable, tearing down locally", "error", o.err)
+			if args.Netns == "" || p.LocalTeardown == nil {
+				return nil
+			}
+			if terr := p.LocalTeardown(o.ctx, args.Netns, args.IfName); terr != nil {
+				o.log.Error("DEL: local teardown failed", "error", terr)
+				return types.NewError(types.ErrInternal, "kuryr agent unavailable and local teardown failed", terr.Error())
+			}
 			return nil
 		}
-		if terr := p.LocalTeardown(ctx, args.Netns, args.IfName); terr != nil {
-			log.Error("DEL: local teardown failed", "error", terr)
-			return types.NewError(types.ErrInternal, "kuryr agent unavailable and local teardown failed", terr.Error())
+		if o.err != nil {
+			o.log.Error("DEL failed", "error", o.err)
+			return toCNIError(o.err, "DEL")
 		}
+		o.log.Info("DEL done")
 		return nil
-	}
-	if err != nil {
-		log.Error("DEL failed", "error", err)
-		return toCNIError(err, "DEL")
-	}
-	log.Info("DEL done")
-	return nil
+	})
 }
 
 // Check asks the agent to verify the attachment (link, MAC, addresses, routes).
@@ -114,19 +114,15 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return p.forward(args, PathStatus, "STATUS")
 }
 
+// forward runs a command whose answer carries nothing but success or an error.
 func (p *Plugin) forward(args *skel.CmdArgs, path, verb string) error {
-	conf, agent, log, closer, err := p.prepare(args)
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
-	defer cancel()
-	if _, err := agent.Call(ctx, path, request(args)); err != nil {
-		log.Error(verb+" failed", "error", err)
-		return toCNIError(err, verb)
-	}
-	return nil
+	return p.call(args, path, func(o outcome) error {
+		if o.err != nil {
+			o.log.Error(verb+" failed", "error", o.err)
+			return toCNIError(o.err, verb)
+		}
+		return nil
+	})
 }
 
 // toCNIError keeps the agent's CNI error and code; an unreachable agent is "plugin not available".
