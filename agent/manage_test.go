@@ -15,6 +15,7 @@ import (
 
 	"github.com/kuryr-pools/kuryr/manage"
 	"github.com/kuryr-pools/kuryr/pool"
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 type fakeAdmin struct {
@@ -175,9 +176,7 @@ func TestManageAPI(t *testing.T) {
 // TestManageSeedCurlCommands runs seed 002's curl commands byte for byte against the socket.
 func TestManageSeedCurlCommands(t *testing.T) {
 	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	testutil.Require(t, err == nil, "curl is not installed (the seed's commands are curl commands)")
 	admin := &fakeAdmin{node: "10.0.4.6", pools: map[pool.Key][]pool.Port{}}
 	sock := startManage(t, admin)
 	for _, tc := range []struct {
