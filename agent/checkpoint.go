@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kuryr-pools/kuryr/internal/crashpoint"
 	"github.com/kuryr-pools/kuryr/pool"
 )
 
@@ -75,7 +76,7 @@ type Checkpoint struct {
 
 // OpenCheckpoint loads path, or starts empty when it does not exist.
 func OpenCheckpoint(path string) (*Checkpoint, error) {
-	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}}
+	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}, writeHook: crashpoint.Func("checkpoint-rename")}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -218,6 +219,7 @@ func (c *Checkpoint) Cooled(portIDs ...string) error {
 }
 
 func (c *Checkpoint) persistLocked() error {
+	crashpoint.Hit("checkpoint-write")
 	f := checkpointFile{Version: checkpointVersion, Attachments: make([]*Attachment, 0, len(c.attachments)), Cooling: make([]Cooling, 0, len(c.cooling))}
 	for _, a := range c.attachments {
 		f.Attachments = append(f.Attachments, a)

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/kuryr-pools/kuryr/internal/crashpoint"
 	"github.com/kuryr-pools/kuryr/pool"
 )
 
@@ -84,6 +85,7 @@ func recoverState(ctx context.Context, d recoverer, ckpt *Checkpoint, plugger Pl
 				errs = append(errs, err)
 				continue
 			}
+			crashpoint.Hit("recover-released")
 			if _, err := d.Release(a.Owner()); err != nil {
 				errs = append(errs, err)
 			}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/cni"
+	"github.com/kuryr-pools/kuryr/internal/crashpoint"
 	"github.com/kuryr-pools/kuryr/netns"
 	"github.com/kuryr-pools/kuryr/pool"
 )
@@ -212,6 +213,7 @@ func (s *Service) Add(ctx context.Context, req *cni.Request) (*current.Result, e
 		return nil, cniError(types.ErrInternal, "cannot get a port", err)
 	}
 	a.Port = port
+	crashpoint.Hit("add-acquired")
 	if a.Plug, err = s.plugParams(port, netw.Subnet); err != nil {
 		s.abort(ctx, port)
 		return nil, cniError(types.ErrInternal, "cannot plug the port", err)
@@ -222,6 +224,7 @@ func (s *Service) Add(ctx context.Context, req *cni.Request) (*current.Result, e
 		s.abort(ctx, port)
 		return nil, cniError(types.ErrIOFailure, "cannot write the checkpoint", err)
 	}
+	crashpoint.Hit("add-checkpointed")
 	if err := s.Plugger.Plug(ctx, a); err != nil {
 		if uerr := s.Plugger.Unplug(ctx, a); uerr != nil {
 			log.Error(uerr, "rollback of a failed plug")
@@ -234,6 +237,7 @@ func (s *Service) Add(ctx context.Context, req *cni.Request) (*current.Result, e
 		}
 		return nil, cniError(types.ErrInternal, "cannot plug the port into the pod", err)
 	}
+	crashpoint.Hit("add-plugged")
 	s.Pools.MarkInUse(port, p.pod.String(), p.pod.UID)
 	s.notify().Attached(p.pod, a)
 	log.V(2).Info("port attached", "port", port.ID, "mac", port.MAC, "ips", port.FixedIPs, "vlan", port.VLAN)
@@ -301,12 +305,15 @@ func (s *Service) release(ctx context.Context, a *Attachment) error {
 	if err := s.Plugger.Unplug(ctx, a); err != nil {
 		return cniError(types.ErrInternal, "cannot unplug the port", err)
 	}
+	crashpoint.Hit("del-unplugged")
 	if err := s.Checkpoint.Release(a.ContainerID, a.IfName, s.now()); err != nil {
 		return cniError(types.ErrIOFailure, "cannot write the checkpoint", err)
 	}
+	crashpoint.Hit("del-checkpointed")
 	if _, err := s.Pools.Release(a.Owner()); err != nil {
 		log.Error(err, "release the port to the pool", "port", a.Port.ID)
 	}
+	crashpoint.Hit("del-released")
 	log.V(2).Info("port released", "port", a.Port.ID)
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/kuryr-pools/kuryr/internal/crashpoint"
 )
 
 // Run carries out the engine's plans until ctx is done: a Tick every UpdateFrequency (recycle
@@ -220,6 +222,7 @@ func (d *Driver) runRefill(ctx context.Context, t Refill) (int, error) {
 		d.e.RefillDone(t.ID, ports, err)
 		return len(ports), err
 	}
+	crashpoint.Hit("refill-created")
 	d.n.created.Add(int64(len(ports)))
 	d.refillResult(t.Key, nil)
 	d.e.RefillDone(t.ID, ports, nil)
@@ -245,6 +248,7 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 		}
 		return
 	}
+	crashpoint.Hit("recycle-reset")
 	d.n.recycled.Add(1)
 	d.e.Recycled(p.ID)
 }
@@ -252,6 +256,7 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 // deletePorts deletes ports the engine marked deleting and reports each one.
 func (d *Driver) deletePorts(ctx context.Context, ports []Port) (int, error) {
 	failed := d.b.DeletePorts(ctx, ports)
+	crashpoint.Hit("delete-done")
 	var errs []error
 	deleted := 0
 	for _, p := range ports {
@@ -290,6 +295,7 @@ func (d *Driver) mark(ctx context.Context, j markJob) {
 		}
 		err := d.b.MarkInUse(ctx, j.p, j.name, j.deviceID)
 		if err == nil {
+			crashpoint.Hit("mark-updated")
 			return
 		}
 		if ctx.Err() != nil {
