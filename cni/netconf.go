@@ -27,6 +27,23 @@ type NetConf struct {
 	LogLevel string `json:"logLevel,omitempty"`
 }
 
+// MarshalJSON writes the kuryr-cni fields too: without it types.NetConf's MarshalJSON is promoted
+// and silently drops socketPath, timeoutSeconds, logFile and logLevel.
+func (c *NetConf) MarshalJSON() ([]byte, error) {
+	type plain NetConf // a non-addressable value of it is encoded field by field
+	data, err := json.Marshal(plain(*c))
+	if err != nil || !c.DNS.IsEmpty() {
+		return data, err
+	}
+	// Like types.NetConf, leave out an empty "dns".
+	obj := map[string]json.RawMessage{}
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, err
+	}
+	delete(obj, "dns")
+	return json.Marshal(obj)
+}
+
 // Timeout is the deadline for one call to the agent.
 func (c *NetConf) Timeout() time.Duration {
 	if c.TimeoutSeconds > 0 {
