@@ -339,6 +339,12 @@ func (d *Driver) Populate(ctx context.Context, key Key, n int, force bool) (crea
 		return 0, 0, fmt.Errorf("populate pool %s: no subnets known for it (no EnsurePool or request named them)", key)
 	}
 	tickets, capped := d.e.Populate(key, sgs, n, force)
+	created, err = d.runTickets(ctx, tickets)
+	return created, capped, err
+}
+
+// runTickets creates the ports of tickets, concurrently, and returns when every one is done.
+func (d *Driver) runTickets(ctx context.Context, tickets []Refill) (created int, err error) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -356,7 +362,41 @@ func (d *Driver) Populate(ctx context.Context, key Key, n int, force bool) (crea
 		})
 	}
 	wg.Wait()
-	return created, capped, errors.Join(errs...)
+	return created, errors.Join(errs...)
+}
+
+// PopulateEmpty fills key with n ports on subnetIDs with sgs, but only when the pool holds no port
+// at all (Engine.PopulateEmpty): the agents' pre-population of a new namespace subnet, which a
+// restarted agent whose pool already has ports must not repeat. It returns how many it created (0
+// for a pool that was not empty) once they are created. The noop driver keeps no pools: 0, nil.
+func (d *Driver) PopulateEmpty(ctx context.Context, key Key, subnetIDs []string, sgs SGSet, n int) (int, error) {
+	switch {
+	case d.noop:
+		return 0, nil
+	case !d.Ready():
+		return 0, fmt.Errorf("populate pool %s: %w", key, ErrNotReady)
+	case len(subnetIDs) == 0:
+		return 0, fmt.Errorf("populate pool %s: no subnet given", key)
+	}
+	d.learn(key, subnetIDs, sgs)
+	created, err := d.runTickets(ctx, d.e.PopulateEmpty(key, sgs, n))
+	if err != nil {
+		err = fmt.Errorf("populate pool %s: %w", key, err)
+	}
+	return created, err
+}
+
+// Retire is for the pool of a network that is going away (its namespace was deleted): no more
+// refills, its free ports are deleted now (subports detached first), and the ports still in use
+// are deleted when their pods release them (Engine.Retire).
+func (d *Driver) Retire(ctx context.Context, key Key) (deleted int, err error) {
+	ports := d.e.Retire(key)
+	if len(ports) > 0 {
+		if deleted, err = d.deletePorts(ctx, ports); err != nil {
+			err = fmt.Errorf("retire pool %s: %w", key, err)
+		}
+	}
+	return deleted, err
 }
 
 // Free is the management API's free: every free port of key is deleted now (subports detached first

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -703,4 +704,72 @@ func TestDriverConcurrent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A namespace subnet's pool: pre-populated once while empty, never on top of ports it holds, and
+// retired when the namespace goes.
+func TestDriverPopulateEmptyAndRetire(t *testing.T) {
+	f := newFakeBackend()
+	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Min: 2, Max: 20, Batch: 10, Cooldown: time.Second}})
+	if _, err := dt.d.PopulateEmpty(dt.ctx, drvKey, drvSubs, drvSGa, 5); !errors.Is(err, ErrNotReady) {
+		t.Errorf("PopulateEmpty before Recover: %v, want ErrNotReady", err)
+	}
+	dt.recover(nil, nil)
+	if _, err := dt.d.PopulateEmpty(dt.ctx, drvKey, nil, drvSGa, 5); err == nil || !strings.Contains(err.Error(), "no subnet") {
+		t.Errorf("PopulateEmpty without a subnet: %v", err)
+	}
+	created, err := dt.d.PopulateEmpty(dt.ctx, drvKey, drvSubs, drvSGa, 5)
+	if err != nil || created != 5 {
+		t.Fatalf("PopulateEmpty of an empty pool = %d, %v; want 5", created, err)
+	}
+	f.view(func(f *fakeBackend) {
+		if len(f.creates) != 1 || f.creates[0].Count != 5 || !slices.Equal(f.creates[0].SubnetIDs, drvSubs) {
+			t.Errorf("creates %+v, want one of 5 ports on %v", f.creates, drvSubs)
+		}
+	})
+	// Taken, released: the pool holds ports in every state but free; a second populate (a restart,
+	// a resync) must not add to it.
+	for i := range 5 {
+		dt.acquire(fmt.Sprintf("c%d/eth0", i), drvSGa)
+	}
+	if _, err := dt.d.Release("c0/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := dt.d.PopulateEmpty(dt.ctx, drvKey, drvSubs, drvSGa, 5); err != nil || created != 0 {
+		t.Errorf("PopulateEmpty of a pool in use = %d, %v; want 0", created, err)
+	}
+
+	dt.run()
+	dt.tick() // below Min: refilled, so the pool has free ports again
+	waitFor(t, "the refill to Min", func() bool { return dt.d.Stats(drvKey).Free >= 2 })
+	deleted, err := dt.d.Retire(dt.ctx, drvKey)
+	if st := dt.d.Stats(drvKey); err != nil || deleted == 0 || st.Free != 0 || st.InUse != 4 || st.Cooling != 1 {
+		t.Fatalf("Retire = %d, %v; stats %+v; want the free ports deleted, 4 in use and 1 cooling kept", deleted, err, st)
+	}
+	creates := func() (n int) {
+		f.view(func(f *fakeBackend) { n = len(f.creates) })
+		return n
+	}
+	before := creates()
+	// Released ports of a retired pool are deleted, never recycled, and nothing is refilled; once
+	// empty the key is forgotten.
+	for i := 1; i < 5; i++ {
+		if _, err := dt.d.Release(fmt.Sprintf("c%d/eth0", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dt.tick()
+	waitFor(t, "the retired pool's ports deleted", func() bool {
+		n := 0
+		f.view(func(f *fakeBackend) { n = len(f.ports) })
+		return n == 0
+	})
+	dt.tick()
+	waitFor(t, "the retired key forgotten", func() bool { return !slices.Contains(dt.d.Keys(), drvKey) })
+	if got := creates(); got != before {
+		t.Errorf("%d creates after Retire, want none", got-before)
+	}
+	if n := dt.d.Counters().PortsRecycled; n != 0 {
+		t.Errorf("%d ports recycled, want every released port of the retired pool deleted", n)
+	}
 }

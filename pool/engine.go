@@ -99,6 +99,10 @@ type enginePool struct {
 	n       Stats // every count but Waiting, kept up to date by setState and the refill code
 	waiters map[string]struct{}
 	wake    chan struct{} // made lazily for the first waiter, closed and dropped by wakeLocked
+	// retired: the pool's network is going away (Retire); no refills, every port it gets back is
+	// deleted, and the key is forgotten once it holds none. Not in snapshots: the agent retires
+	// again from the KuryrNetwork it watches.
+	retired bool
 }
 
 // refillTicket is a planned creation the driver has not reported yet.
@@ -426,7 +430,8 @@ func (e *Engine) Get(portID string) (Port, State, bool) {
 func (e *Engine) EnsurePool(key Key, defaultSGs SGSet) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.poolLocked(key).sgs = defaultSGs
+	p := e.poolLocked(key)
+	p.sgs, p.retired = defaultSGs, false
 }
 
 // Keys returns every known key, sorted.

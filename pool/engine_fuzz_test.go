@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ type engineFuzz struct {
 	states  map[string]State  // every port's state after the previous step
 	keyOf   map[string]Key
 	nextNew int
+	retired map[Key]bool // keys retired since their last EnsurePool/Populate (Restore forgets)
 }
 
 func (f *engineFuzz) next() int {
@@ -124,7 +126,7 @@ func (f *engineFuzz) freeCount(k Key) int {
 // step runs one operation and checks what it returned against the model.
 func (f *engineFuzz) step() error {
 	e := f.e
-	switch op := f.pick(18); op {
+	switch op := f.pick(20); op {
 	case 0: // ports loaded or created elsewhere, plus sometimes one already known
 		if len(f.states) >= fuzzMaxPorts {
 			return nil
@@ -223,6 +225,8 @@ func (f *engineFuzz) step() error {
 		for _, k := range e.Keys() {
 			if st := e.Stats(k); lim.Max > 0 && st.Free > lim.Max {
 				return f.fail("after Tick pool %s has %d free ports, max %d", k, st.Free, lim.Max)
+			} else if f.retired[k] && st.Free+st.Cooling > 0 {
+				return f.fail("after Tick retired pool %s keeps ports: %+v", k, st)
 			}
 		}
 		if err := f.planned(plan.Recycle, StateRecycling, &f.recycle); err != nil {
@@ -294,6 +298,7 @@ func (f *engineFuzz) step() error {
 		k, sgs, n, force := fuzzKeys[f.pick(len(fuzzKeys))], fuzzSGs[f.pick(len(fuzzSGs))], f.pick(13), f.pick(2) == 0
 		f.tracef("Populate(%s %q %d force %v)", k, sgs, n, force)
 		tickets, capped := e.Populate(k, sgs, n, force)
+		delete(f.retired, k)
 		sum := 0
 		for _, r := range tickets {
 			sum += r.Count
@@ -350,6 +355,7 @@ func (f *engineFuzz) step() error {
 			}
 		}
 		f.gen++
+		clear(f.retired)
 		// Tickets planned before are unknown now; their reports still come and must be harmless.
 
 	case 13:
@@ -365,6 +371,7 @@ func (f *engineFuzz) step() error {
 		k, sgs := fuzzKeys[f.pick(len(fuzzKeys))], fuzzSGs[f.pick(len(fuzzSGs))]
 		f.tracef("EnsurePool(%s %q)", k, sgs)
 		e.EnsurePool(k, sgs)
+		delete(f.retired, k)
 
 	case 17: // the noop driver's DEL: in use straight to deleting
 		id := f.somePort()
@@ -378,6 +385,49 @@ func (f *engineFuzz) step() error {
 			delete(f.holder, id)
 			return f.planned([]Port{p}, StateDeleting, &f.deletes)
 		}
+
+	case 18: // the namespace of a pool's network is deleted
+		k := fuzzKeys[f.pick(len(fuzzKeys))]
+		f.tracef("Retire(%s)", k)
+		free := f.freeCount(k)
+		ports := e.Retire(k)
+		if len(ports) != free {
+			return f.fail("Retire returned %d ports, %d were free", len(ports), free)
+		}
+		if slices.Contains(e.Keys(), k) { // an unknown or emptied key is forgotten at once
+			f.retired[k] = true
+		}
+		if err := f.planned(ports, StateDeleting, &f.deletes); err != nil {
+			return err
+		}
+		if refills := e.PlanRefills(); slices.ContainsFunc(refills, func(r Refill) bool { return r.Key == k }) {
+			return f.fail("PlanRefills right after Retire(%s): %+v", k, refills)
+		}
+		return f.refilled(e.PlanRefills(), false)
+
+	case 19: // pre-population of a new namespace subnet
+		k, sgs, n := fuzzKeys[f.pick(len(fuzzKeys))], fuzzSGs[f.pick(len(fuzzSGs))], f.pick(13)
+		st := e.Stats(k)
+		f.tracef("PopulateEmpty(%s %q %d) on %+v", k, sgs, n, st)
+		tickets := e.PopulateEmpty(k, sgs, n)
+		sum := 0
+		for _, r := range tickets {
+			sum += r.Count
+		}
+		empty := st == (Stats{})
+		lim := e.Limits()
+		want := 0
+		if empty {
+			want = n
+			if lim.Max > 0 {
+				want = min(n, lim.Max)
+			}
+			delete(f.retired, k)
+		}
+		if sum != want {
+			return f.fail("PopulateEmpty(%d) on %+v planned %d, want %d", n, st, sum, want)
+		}
+		return f.refilled(tickets, true)
 
 	case 16: // a port restored from the checkpoint, new or known
 		owner := fuzzOwners[f.pick(len(fuzzOwners))]
@@ -433,6 +483,9 @@ func (f *engineFuzz) refilled(tickets []Refill, forced bool) error {
 		if r.Count <= 0 || r.Count > lim.Batch || r.Forced != forced {
 			return f.fail("ticket %+v with batch %d", r, lim.Batch)
 		}
+		if !forced && f.retired[r.Key] {
+			return f.fail("refill %+v planned for a retired pool", r)
+		}
 		if st := f.e.Stats(r.Key); !forced && lim.Max > 0 && st.Free+st.Recycling+st.InFlight > lim.Max {
 			return f.fail("refill of %s planned past max %d: %+v", r.Key, lim.Max, st)
 		}
@@ -462,6 +515,12 @@ func (f *engineFuzz) observe() error {
 	if inUse != len(f.holder) {
 		return f.fail("%d ports in use, the model has %d", inUse, len(f.holder))
 	}
+	// A retired key is forgotten once it holds no port; made again, it is a live pool.
+	for k := range f.retired {
+		if !slices.Contains(f.e.Keys(), k) {
+			delete(f.retired, k)
+		}
+	}
 	for owner, id := range f.held {
 		if p, ok := f.e.Owner(owner); !ok || p.ID != id {
 			return f.fail("Owner(%s) = %s %v, the model says %s", owner, p.ID, ok, id)
@@ -474,7 +533,7 @@ func runEngineFuzz(data []byte) error {
 	f := &engineFuzz{
 		clk: newEngClock(), in: data,
 		holder: map[string]string{}, held: map[string]string{},
-		states: map[string]State{}, keyOf: map[string]Key{},
+		states: map[string]State{}, keyOf: map[string]Key{}, retired: map[Key]bool{},
 	}
 	f.e = NewEngine(f.limits(), f.clk)
 	for steps := 0; len(f.in) > 0 && steps < fuzzMaxSteps; steps++ {

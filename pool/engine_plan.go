@@ -54,10 +54,10 @@ func (e *Engine) Tick() Plan {
 		list := out[p]
 		slices.SortFunc(list, bySeq)
 		for _, en := range list {
-			if en.state != StateCooling || now.Sub(en.since) < lim.Cooldown {
+			if en.state != StateCooling || now.Sub(en.since) < lim.Cooldown && !p.retired {
 				continue
 			}
-			if lim.Max > 0 && p.n.Free+p.n.Recycling >= lim.Max {
+			if p.retired || lim.Max > 0 && p.n.Free+p.n.Recycling >= lim.Max {
 				plan.Delete = append(plan.Delete, e.markLocked(en, StateDeleting, now))
 			} else {
 				plan.Recycle = append(plan.Recycle, e.markLocked(en, StateRecycling, now))
@@ -65,7 +65,9 @@ func (e *Engine) Tick() Plan {
 		}
 
 		removed := false
-		if lim.Max > 0 && p.n.Free > lim.Max || lim.IdleTimeout > 0 && p.n.Free > lim.Min {
+		if p.retired && p.n.Free > 0 {
+			plan.Delete = append(plan.Delete, e.freeLocked(p)...)
+		} else if lim.Max > 0 && p.n.Free > lim.Max || lim.IdleTimeout > 0 && p.n.Free > lim.Min {
 			for _, en := range freeEntries(p) {
 				surplus := lim.Max > 0 && p.n.Free > lim.Max
 				idle := lim.IdleTimeout > 0 && p.n.Free > lim.Min && now.Sub(en.since) > lim.IdleTimeout
@@ -97,6 +99,9 @@ func (e *Engine) Tick() Plan {
 			}
 		}
 	}
+	for _, p := range slices.Clone(e.order) {
+		e.forgetRetiredLocked(p)
+	}
 	plan.Refills = e.planRefillsLocked()
 	return plan
 }
@@ -124,6 +129,9 @@ func (e *Engine) planRefillsLocked() []Refill {
 	var refills []Refill
 	lim := e.limits
 	for _, p := range e.order {
+		if p.retired {
+			continue
+		}
 		available := p.n.Free + p.n.Recycling + p.n.InFlight
 		need := max(lim.Min, len(p.waiters)) - available
 		if need <= 0 {
@@ -220,6 +228,7 @@ func (e *Engine) Populate(key Key, sgs SGSet, n int, force bool) (tickets []Refi
 	if !known {
 		p.sgs = sgs
 	}
+	p.retired = false
 	n = max(n, 0)
 	if !force && e.limits.Max > 0 {
 		room := max(e.limits.Max-(p.n.Free+p.n.Recycling+p.n.InFlight), 0)
@@ -239,6 +248,10 @@ func (e *Engine) Free(key Key) []Port {
 	if p == nil {
 		return nil
 	}
+	return e.freeLocked(p)
+}
+
+func (e *Engine) freeLocked(p *enginePool) []Port {
 	now := e.clock.Now()
 	all := freeEntries(p)
 	ports := make([]Port, len(all))
@@ -247,4 +260,47 @@ func (e *Engine) Free(key Key) []Port {
 	}
 	clear(p.groups)
 	return ports
+}
+
+// PopulateEmpty is Populate (not forced) for a key that holds no port at all: not free, in use,
+// cooling, recycling, deleting or in flight, and with no request waiting. It is the agents'
+// pre-population of a new namespace subnet, which must not add to a pool that is already in use
+// or filling (after a restart, say). For any other key it plans nothing.
+func (e *Engine) PopulateEmpty(key Key, sgs SGSet, n int) []Refill {
+	e.mu.Lock()
+	p := e.pools[key]
+	busy := p != nil && (p.n != Stats{} || len(p.waiters) > 0)
+	e.mu.Unlock()
+	if busy {
+		return nil
+	}
+	tickets, _ := e.Populate(key, sgs, n, false)
+	return tickets
+}
+
+// Retire is for a pool whose network is going away (its namespace was deleted): no refill is
+// planned for key any more, its free ports are returned marked for deletion as Free returns them,
+// and from then on every port it gets back (released, recycled, created by a refill already in
+// flight) is deleted by Tick. Once it holds no port the key is forgotten. EnsurePool or Populate
+// make it live again.
+func (e *Engine) Retire(key Key) []Port {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.pools[key]
+	if p == nil {
+		return nil
+	}
+	p.retired = true
+	ports := e.freeLocked(p)
+	e.forgetRetiredLocked(p)
+	return ports
+}
+
+// forgetRetiredLocked drops a retired pool that holds nothing any more.
+func (e *Engine) forgetRetiredLocked(p *enginePool) {
+	if !p.retired || p.n != (Stats{}) || len(p.waiters) > 0 {
+		return
+	}
+	delete(e.pools, p.key)
+	e.order = slices.DeleteFunc(e.order, func(q *enginePool) bool { return q == p })
 }
