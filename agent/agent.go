@@ -12,10 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/config"
+	"github.com/kuryr-pools/kuryr/kuryrnet"
 	"github.com/kuryr-pools/kuryr/netns"
 	"github.com/kuryr-pools/kuryr/neutron"
 	"github.com/kuryr-pools/kuryr/pool"
@@ -50,7 +52,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.NodeName == "" {
 		return errors.New("the node name is required (--node-name or NODE_NAME)")
 	}
+	namespaced := cfg.Kubernetes.PodSubnetsDriver == "namespace"
+	if namespaced && o.Standalone {
+		return errors.New("[kubernetes] pod_subnets_driver = namespace reads the namespaces' KuryrNetworks from the Kubernetes API: it cannot run --standalone")
+	}
 	var kube kubernetes.Interface
+	var dyn dynamic.Interface
 	var node *corev1.Node
 	if !o.Standalone {
 		rc, err := KubeConfig(cfg.Kubernetes.Kubeconfig, cfg.Kubernetes.APIRoot, cfg.Kubernetes.TokenFile, cfg.Kubernetes.SSLCACrtFile, version.UserAgent("kuryr-agent"))
@@ -58,6 +65,9 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		if kube, err = kubernetes.NewForConfig(rc); err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		if dyn, err = dynamic.NewForConfig(rc); err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
 		if node, err = getNode(ctx, kube, o.NodeName); err != nil {
@@ -104,9 +114,16 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	networks, err := NewDefaultNetworks(ctx, cfg, nc)
-	if err != nil {
-		return err
+	// The default network: every pod's with the default subnet driver; with the namespace driver,
+	// that of the pods of namespaces that get no KuryrNetwork, when pod_subnet is set.
+	var def *PodNetwork
+	var defNetworks *DefaultNetworks
+	if !namespaced || cfg.NeutronDefaults.PodSubnet != "" {
+		if defNetworks, err = NewDefaultNetworks(ctx, cfg, nc); err != nil {
+			return err
+		}
+		d := defNetworks.Default()
+		def = &d
 	}
 	ckpt, err := OpenCheckpoint(cfg.CNIDaemon.CheckpointPath)
 	if err != nil {
@@ -118,6 +135,20 @@ func Run(ctx context.Context, o Options) error {
 		UpdateFrequency: cfg.VIFPool.PortsPoolUpdateFrequency,
 		Noop:            poolDriver == "noop",
 	})
+	var networks NetworkResolver
+	var nsNetworks *NamespaceNetworks
+	if namespaced {
+		count := 0
+		if cfg.Kubernetes.PopulationEnabled() {
+			count = kuryrnet.PopulateCount(cfg.VIFPool.PortsPoolBatch, cfg.VIFPool.PortsPoolMin)
+		}
+		nsNetworks = NewNamespaceNetworks(dyn, nc, driver, NamespaceNetworksOptions{Node: backend.Node(),
+			SGs: pool.NewSGSet(cfg.NeutronDefaults.PodSecurityGroups...), PopulateCount: count, Fallback: def,
+			Excluded: kuryrnet.ExcludedNamespaces, Wait: cfg.CNIDaemon.PoolWaitTimeout})
+		networks = nsNetworks
+	} else {
+		networks = defNetworks
+	}
 	svc := &Service{Node: backend.Node(), Pools: driver, Networks: networks, Plugger: NetnsPlugger{OVSDB: cfg.Binding.OVSDBConnection}, Checkpoint: ckpt,
 		Binding: binding, PoolWait: cfg.CNIDaemon.PoolWaitTimeout}
 	var notifier *KubeNotifier
@@ -135,8 +166,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := recoverState(ctx, driver, ckpt, svc.Plugger, netns.LinkExists); err != nil {
 		return err
 	}
-	def := networks.Default()
-	driver.EnsurePool(pool.Key{Node: backend.Node(), Project: def.Project, Network: def.NetworkID}, def.SubnetIDs, def.SGs)
+	if def != nil {
+		driver.EnsurePool(pool.Key{Node: backend.Node(), Project: def.Project, Network: def.NetworkID}, def.SubnetIDs, def.SGs)
+	}
 
 	metrics := NewMetrics()
 	errc := make(chan error, 4)
@@ -148,6 +180,9 @@ func Run(ctx context.Context, o Options) error {
 		pods.Start(ctx)
 	}
 	go driver.Run(ctx)
+	if nsNetworks != nil {
+		go nsNetworks.Run(ctx, 2)
+	}
 	go pruneCooling(ctx, driver, ckpt, cfg.VIFPool.PortsPoolUpdateFrequency)
 	if notifier != nil {
 		go notifier.Run(ctx, 2)
@@ -158,6 +193,9 @@ func Run(ctx context.Context, o Options) error {
 	if cfg.Kubernetes.EnableManager {
 		ms := &ManageServer{Admin: driver, Max: cfg.VIFPool.PortsPoolMax, Policy: SocketPolicy{Group: cfg.PoolManager.SockGroup},
 			DefaultPool: func(context.Context) (pool.Key, error) {
+				if def == nil {
+					return pool.Key{}, errors.New("this node has no default pool ([neutron_defaults] pod_subnet is not set): name the network, as in [trunk_ip, project, network]")
+				}
 				return pool.Key{Node: backend.Node(), Project: def.Project, Network: def.NetworkID}, nil
 			}}
 		go func() {

@@ -52,8 +52,9 @@ const (
 	component           = "kuryr-controller"
 )
 
-// DefaultExcludedNamespaces get no namespace network: the control plane's own namespaces.
-var DefaultExcludedNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+// DefaultExcludedNamespaces get no namespace network: the control plane's own namespaces. Agents
+// give their pods [neutron_defaults] pod_subnet instead.
+var DefaultExcludedNamespaces = kuryrnet.ExcludedNamespaces
 
 // Neutron is what the controller needs from Neutron; *neutron.Client implements it.
 type Neutron interface {

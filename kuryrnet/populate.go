@@ -24,3 +24,7 @@ func (k *KuryrNetwork) Populate() bool {
 func PopulateCount(batch, minimum int) int {
 	return int(max(float64(batch)/2, float64(minimum)))
 }
+
+// ExcludedNamespaces get no KuryrNetwork: the control plane's own namespaces. The agents give
+// their pods the [neutron_defaults] pod_subnet network, when there is one.
+var ExcludedNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
