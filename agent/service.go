@@ -12,6 +12,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/utils"
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/cni"
@@ -137,8 +138,13 @@ func (s *Service) parse(req *cni.Request, needNetns bool) (*parsed, error) {
 	if req.ContainerID == "" {
 		return nil, cniError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID is empty", nil)
 	}
-	if req.IfName == "" || len(req.IfName) > 15 {
-		return nil, cniError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q is not a valid interface name", req.IfName), nil)
+	// The socket may serve more than kuryr-cni (socket_group): check what skel checks for it. A '/'
+	// in either would also let two attachments share one checkpoint key, and so one port.
+	if err := utils.ValidateContainerID(req.ContainerID); err != nil {
+		return nil, cniError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q is not a valid container ID", req.ContainerID), err)
+	}
+	if err := utils.ValidateInterfaceName(req.IfName); err != nil {
+		return nil, cniError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q is not a valid interface name", req.IfName), err)
 	}
 	if needNetns {
 		if req.Netns == "" {
