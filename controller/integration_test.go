@@ -100,53 +100,10 @@ func newRealEnv(t *testing.T) *realEnv {
 	return e
 }
 
-// installCRD applies daemonset/crd-kuryrnetwork.yaml and waits until it is Established.
+// installCRD applies daemonset/crd-kuryrnetwork.yaml.
 func (e *realEnv) installCRD() {
 	e.t.Helper()
-	raw, err := os.ReadFile("../daemonset/crd-kuryrnetwork.yaml")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var obj map[string]any
-	if err := yaml.Unmarshal(raw, &obj); err != nil {
-		e.t.Fatalf("daemonset/crd-kuryrnetwork.yaml: %v", err)
-	}
-	crd := &unstructured.Unstructured{Object: obj}
-	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	ri := e.dyn.Resource(gvr)
-	cur, err := ri.Get(e.ctx, crd.GetName(), metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = ri.Create(e.ctx, crd, metav1.CreateOptions{})
-	case err == nil:
-		crd.SetResourceVersion(cur.GetResourceVersion())
-		_, err = ri.Update(e.ctx, crd, metav1.UpdateOptions{})
-	}
-	if err != nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
-		e.t.Fatalf("apply the KuryrNetwork CRD: %v", err)
-	}
-	err = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		u, err := ri.Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			m, _ := c.(map[string]any)
-			if m["type"] == "Established" && m["status"] == "True" {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		e.t.Fatal("the KuryrNetwork CRD did not become Established")
-	}
-	// The API server serves a new CRD a moment after Established.
-	_ = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := e.dyn.Resource(kuryrnet.GVR).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil, nil
-	})
+	testutil.ApplyCRD(e.ctx, e.t, e.dyn, "../daemonset/crd-kuryrnetwork.yaml", kuryrnet.GVR)
 }
 
 // runController runs a controller elected on a Lease of its own until the test ends.
@@ -211,21 +168,7 @@ func (e *realEnv) subnetPool() neutron.SubnetPool {
 	return sp
 }
 
-// finalizeNamespace does what kube-controller-manager's namespace controller would do once the
-// namespace is empty (there is none in the test cluster): it removes the kubernetes finalizer.
-func (e *realEnv) finalizeNamespace(name string) {
-	ctx := context.WithoutCancel(e.ctx)
-	_ = e.kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
-	_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		ns, err := e.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil
-		}
-		ns.Spec.Finalizers = nil
-		_, err = e.kube.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{})
-		return err
-	})
-}
+func (e *realEnv) finalizeNamespace(name string) { testutil.FinalizeNamespace(e.ctx, e.kube, name) }
 
 func (e *realEnv) portGone(id string) bool {
 	_, err := e.aux.GetPort(e.ctx, id)

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/kuryr-agent", "../../cmd/kuryr-cni", "../../cmd/kuryr-pools")
+		build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/kuryr-agent", "../../cmd/kuryr-cni", "../../cmd/kuryr-pools", "../../cmd/kuryr-controller")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
@@ -117,7 +117,7 @@ func startAgentWith(t *testing.T, n *neutronEnv, node, vifType, extra string, fl
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	portBase += 2
-	a := &agentProc{t: t, dir: dir, flags: flags, node: node, health: fmt.Sprintf("127.0.0.1:%d", portBase), metrics: fmt.Sprintf("127.0.0.1:%d", portBase+1),
+	a := &agentProc{t: t, dir: dir, flags: flags, node: node, health: freeAddress(t), metrics: freeAddress(t),
 		cniSocket: filepath.Join(dir, "cni.sock"), manageSock: filepath.Join(dir, "manage.sock")}
 	bridge := "kuryrt" + fmt.Sprint(portBase%10000)
 	clusterID := portBase
@@ -143,7 +143,7 @@ sock_file = %s
 socket_path = %s
 checkpoint_path = %s
 pool_wait_timeout = 20
-metrics_address = 127.0.0.1:%d
+metrics_address = %s
 [cni_health_server]
 health_address = %s
 [neutron]
@@ -155,7 +155,7 @@ project = %s
 pod_subnet = %s
 pod_security_groups = %s
 %s
-`, clusterID, poolMin, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), portBase+1, a.health,
+`, clusterID, poolMin, vifType, bridge, a.manageSock, a.cniSocket, filepath.Join(dir, "checkpoint.json"), a.metrics, a.health,
 		n.fx.Endpoint, n.fx.Project, n.fx.Project, n.fx.PodSubnet, strings.Join(n.fx.SecurityGroups, ","), extra)
 	a.conf = filepath.Join(dir, "kuryr.conf")
 	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
