@@ -6,6 +6,8 @@ import "context"
 const (
 	// AvailablePortName names a pooled port that no pod uses.
 	AvailablePortName = "available-port"
+	// DeletingPortName names a port the agent is deleting; Recover never hands one out.
+	DeletingPortName = "kuryr-deleting-port"
 	// DeviceOwnerKuryr is the device_owner of bare-metal pool ports (and of nested ports before
 	// ML2 rewrites it to DeviceOwnerSubport on attach).
 	DeviceOwnerKuryr = "compute:kuryr"

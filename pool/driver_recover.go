@@ -31,8 +31,9 @@ type RecoverReport struct {
 // Recover loads the node's ports at start with one ListPorts (a constant number of requests) and
 // replaces the engine's state with them: the ports of inUse (port ID -> owner, from the agent's
 // checkpoint) are in use, those of cooling (port ID -> release time) are cooling, nested ports
-// not attached to the trunk are deleted by the next tick (kuryr deletes ACTIVE but detached
-// subports), and every other port is free in its pool, pre-created ones included. With the noop
+// not attached to the trunk and ports named DeletingPortName (an earlier run was deleting them) are
+// deleted by the next tick (kuryr deletes ACTIVE but detached subports), and every other port is
+// free in its pool, pre-created ones included. With the noop
 // driver, which keeps no pool, every port no pod holds is deleted. Then the driver is ready.
 //
 // It is meant to run before the driver serves requests; called again later it re-syncs with
@@ -68,7 +69,7 @@ func (d *Driver) Recover(ctx context.Context, inUse map[string]string, cooling m
 			if !lp.Attached {
 				rep.Detached = append(rep.Detached, lp.ID)
 			}
-		case !lp.Attached || d.noop:
+		case !lp.Attached || d.noop || lp.Name == DeletingPortName:
 			ps.State = StateDeleting
 			rep.Deleting++
 		case released:

@@ -253,8 +253,20 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 	d.e.Recycled(p.ID)
 }
 
-// deletePorts deletes ports the engine marked deleting and reports each one.
+// deletePorts deletes ports the engine marked deleting and reports each one. They are renamed
+// DeletingPortName first: a DELETE still in flight when the agent dies may complete after the next
+// agent has loaded the port, and that one must not hand it out (Recover loads such ports as
+// deleting). A failed rename does not stop the deletion: that race needs a crash as well.
 func (d *Driver) deletePorts(ctx context.Context, ports []Port) (int, error) {
+	var wg sync.WaitGroup
+	for _, p := range ports {
+		wg.Go(func() {
+			if err := d.b.MarkInUse(ctx, p, DeletingPortName, ""); err != nil {
+				klog.FromContext(ctx).V(2).Info("renaming a port before its deletion failed; deleting it anyway", "port", p.ID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 	failed := d.b.DeletePorts(ctx, ports)
 	crashpoint.Hit("delete-done")
 	var errs []error
