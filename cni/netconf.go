@@ -3,6 +3,7 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"path/filepath"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 // DefaultTimeout bounds every call to the agent. It must exceed the agent's [cni_daemon]
 // pool_wait_timeout so that the agent, not the plugin, decides when an empty pool means "try again".
 const DefaultTimeout = 90 * time.Second
+
+// maxTimeoutSeconds is the longest timeoutSeconds a time.Duration holds.
+const maxTimeoutSeconds = int64(math.MaxInt64 / time.Second)
 
 // NetConf is the kuryr-cni entry of a CNI network configuration list.
 type NetConf struct {
@@ -69,6 +73,10 @@ func LoadNetConf(data []byte) (*NetConf, error) {
 	}
 	if conf.TimeoutSeconds < 0 {
 		return nil, fmt.Errorf("invalid kuryr-cni network configuration: timeoutSeconds %d is negative", conf.TimeoutSeconds)
+	}
+	if int64(conf.TimeoutSeconds) > maxTimeoutSeconds {
+		// It would overflow time.Duration into a deadline in the past: every call would time out.
+		return nil, fmt.Errorf("invalid kuryr-cni network configuration: timeoutSeconds %d is over %d", conf.TimeoutSeconds, maxTimeoutSeconds)
 	}
 	switch conf.LogLevel {
 	case "", "info", "debug":
