@@ -49,8 +49,8 @@ func (f netConfFields) violations() []string {
 	if f.SocketPath != "" && !filepath.IsAbs(f.SocketPath) {
 		bad = append(bad, "socketPath")
 	}
-	if f.TimeoutSeconds < 0 {
-		bad = append(bad, "timeoutSeconds")
+	if f.TimeoutSeconds < 0 || time.Duration(f.TimeoutSeconds)*time.Second/time.Second != time.Duration(f.TimeoutSeconds) {
+		bad = append(bad, "timeoutSeconds") // negative, or no deadline can express it
 	}
 	switch f.LogLevel {
 	case "", "info", "debug":
@@ -111,9 +111,6 @@ func FuzzNetConf(f *testing.F) {
 		wantTimeout := DefaultTimeout
 		if conf.TimeoutSeconds > 0 {
 			wantTimeout = time.Duration(conf.TimeoutSeconds) * time.Second
-			if wantTimeout/time.Second != time.Duration(conf.TimeoutSeconds) {
-				wantTimeout = -1 // overflows: no deadline can express it
-			}
 		}
 		if got := conf.Timeout(); got <= 0 || got != wantTimeout {
 			t.Fatalf("timeoutSeconds %d gives deadline %v, want %v (positive)", conf.TimeoutSeconds, got, wantTimeout)
