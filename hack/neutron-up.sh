@@ -69,7 +69,8 @@ cat >"$STATE/etc/neutron.conf" <<EOF
 [DEFAULT]
 auth_strategy = noauth
 core_plugin = ml2
-service_plugins = trunk
+# router: the namespace subnets' pod_router interface (kuryr-controller); no L3 agent is needed for it.
+service_plugins = router,trunk
 transport_url = fake:/
 notify_nova_on_port_status_changes = False
 notify_nova_on_port_data_changes = False
@@ -200,6 +201,9 @@ extra_sg = ensure("security_group", "security-groups", "kuryr-test-sg",
                   {"description": "kuryr-pools tests"})["id"]
 sg_ids = [s for s in (default_sg, extra_sg) if s]
 
+# The [namespace_subnet] pod_router of the controller tests.
+pod_router = ensure("router", "routers", "kuryr-test-pod-router", {"admin_state_up": True})
+
 trunks = []
 for i, node in enumerate(("node1", "node2", "node3")):
     ip = f"192.168.0.{11 + i}"
@@ -222,6 +226,7 @@ fixture = {
     "securityGroups": sg_ids,
     "bareMetalHosts": os.environ["BM_HOSTS"].split(),
     "trunks": trunks,
+    "podRouter": pod_router["id"],
 }
 path = os.environ["FIXTURE"]
 with open(path + ".tmp", "w") as f:

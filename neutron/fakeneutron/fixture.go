@@ -21,6 +21,8 @@ type Fixture struct {
 	Trunks           []FixtureTrunk `json:"trunks"`
 	// BareMetalHosts have an (emulated) OVS agent: ports bound there get binding:vif_type ovs.
 	BareMetalHosts []string `json:"bareMetalHosts"`
+	// PodRouter is a router for [namespace_subnet] pod_router (the real server's L3 plugin).
+	PodRouter string `json:"podRouter"`
 }
 
 // FixtureTrunk is one "VM": its parent port on the worker subnet and its trunk.

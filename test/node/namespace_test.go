@@ -69,7 +69,8 @@ pod_subnets_driver = namespace
 enabled_handlers = vif,namespace,kuryrnetwork,kuryrnetwork_population
 [namespace_subnet]
 pod_subnet_pool = %s
-`, kubeconfig, cluster, sp.ID)
+pod_router = %s
+`, kubeconfig, cluster, sp.ID, n.fx.PodRouter)
 
 	startController(t, n, common, "kuryr-test-prepop="+id)
 	type node struct {
@@ -143,7 +144,21 @@ pod_subnet =
 		}
 		return kn.Populate(), fmt.Sprintf("%+v", kn.Status)
 	})
+	if n.fx.PodRouter == "" {
+		t.Log("the fixture has no pod router (fake Neutron): router interface not checked")
+	}
 	t.Logf("namespace network ready in %s: network %s subnet %s (%s)", time.Since(start).Round(time.Millisecond), kn.Status.NetID, kn.Status.SubnetID, kn.Status.SubnetCIDR)
+	// The subnet is on the pod router (the real server's L3 plugin).
+	routerPorts := func() []neutron.Port {
+		ps, err := n.client.ListPorts(ctx, neutron.PortFilter{NetworkID: kn.Status.NetID, DeviceOwners: []string{"network:router_interface"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	if rp := routerPorts(); n.fx.PodRouter != "" && (kn.Status.RouterID != n.fx.PodRouter || len(rp) != 1 || rp[0].DeviceID != n.fx.PodRouter) {
+		t.Errorf("status.routerId %q, router interfaces on the namespace network %+v; want one of router %s", kn.Status.RouterID, rp, n.fx.PodRouter)
+	}
 	if subs, err := n.client.ListSubnets(ctx, neutron.SubnetFilter{NetworkID: kn.Status.NetID}); err != nil || len(subs) != 1 ||
 		subs[0].ID != kn.Status.SubnetID || subs[0].SubnetPoolID != sp.ID {
 		t.Fatalf("Neutron subnets of network %s: %+v, %v; want %s from pool %s", kn.Status.NetID, subs, err, kn.Status.SubnetID, sp.ID)
