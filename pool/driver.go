@@ -119,6 +119,7 @@ type Driver struct {
 		sgRewrites, sgRewriteFail, markFail, markDrop atomic.Int64
 	}
 	markBase time.Duration // markBackoff, shorter in tests
+	mut      mutationGuard // creations and deletions, for Resync
 }
 
 // driverPool is what the driver knows of a key beyond the engine: how to create its ports and how

@@ -45,6 +45,7 @@ func (d *Driver) Run(ctx context.Context) {
 			return
 		case <-ticker.C:
 			r.tick()
+			r.resync()
 		case done := <-d.tickC:
 			r.tick()
 			if done != nil {
@@ -80,6 +81,7 @@ type runner struct {
 	// parked are refill tickets of keys whose last refills failed, waiting for their retry time.
 	// They stay in flight in the engine, so that nothing plans the same ports again meanwhile.
 	parked []Refill
+	ticks  int // periodic ticks, for resync
 }
 
 func (r *runner) tick() {
@@ -200,6 +202,7 @@ func (d *Driver) runRefill(ctx context.Context, t Refill) (int, error) {
 		return 0, fmt.Errorf("create %d ports of pool %s: %w", t.Count, t.Key, ctx.Err())
 	}
 	defer func() { <-d.createSem }()
+	defer d.mutating()()
 	log := klog.FromContext(ctx).WithValues("pool", t.Key.String(), "count", t.Count, "ticket", t.ID)
 
 	subnets := d.subnets(t.Key)
@@ -258,6 +261,7 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 // agent has loaded the port, and that one must not hand it out (Recover loads such ports as
 // deleting). A failed rename does not stop the deletion: that race needs a crash as well.
 func (d *Driver) deletePorts(ctx context.Context, ports []Port) (int, error) {
+	defer d.mutating()()
 	var wg sync.WaitGroup
 	for _, p := range ports {
 		wg.Go(func() {
