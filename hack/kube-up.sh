@@ -209,5 +209,7 @@ EOF
 	mv -f "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
 )
 "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" version >&2 || die "kubectl version failed against $API_URL"
+# Tests find kubectl next to the kubeconfig (testutil.Kubectl).
+ln -sfn "$BIN/kubectl" "$STATE/kubectl"
 log "kube-apiserver ready in $(($(date +%s) - t0))s; kubectl: $BIN/kubectl; kubeconfig:"
 echo "$KUBECONFIG_FILE"

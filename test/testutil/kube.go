@@ -3,6 +3,7 @@ package testutil
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -21,6 +22,18 @@ func Kubeconfig(t testing.TB) string {
 	}
 	if _, err := os.Stat(path); err != nil {
 		Require(t, false, fmt.Sprintf("test needs a kube-apiserver: %s=%s: %v (rerun hack/kube-up.sh)", KubeconfigEnv, path, err))
+		return ""
+	}
+	return path
+}
+
+// Kubectl returns the kubectl that hack/kube-up.sh links next to the kubeconfig, going through
+// Require when there is none.
+func Kubectl(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(Kubeconfig(t)), "kubectl")
+	if _, err := os.Stat(path); err != nil {
+		Require(t, false, fmt.Sprintf("test needs kubectl: %v (rerun hack/kube-up.sh)", err))
 		return ""
 	}
 	return path
