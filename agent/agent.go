@@ -129,7 +129,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var notifier *KubeNotifier
+	var onRefillError func(pool.Key, error)
+	if kube != nil {
+		notifier = NewKubeNotifier(kube, o.NodeName, cfg.Kubernetes.UseEvents)
+		onRefillError = notifier.RefillFailed
+	}
 	driver := pool.NewDriver(backend, pool.DriverOptions{
+		OnRefillError: onRefillError,
 		Limits: pool.Limits{Min: cfg.VIFPool.PortsPoolMin, Max: cfg.VIFPool.PortsPoolMax, Batch: cfg.VIFPool.PortsPoolBatch,
 			Cooldown: cfg.VIFPool.PortsPoolCooldown, IdleTimeout: cfg.VIFPool.PortsPoolIdleTimeout},
 		UpdateFrequency: cfg.VIFPool.PortsPoolUpdateFrequency,
@@ -151,12 +158,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	svc := &Service{Node: backend.Node(), Pools: driver, Networks: networks, Plugger: NetnsPlugger{OVSDB: cfg.Binding.OVSDBConnection}, Checkpoint: ckpt,
 		Binding: binding, PoolWait: cfg.CNIDaemon.PoolWaitTimeout}
-	var notifier *KubeNotifier
 	var pods *PodCache
 	if kube != nil {
 		pods = NewPodCache(kube, o.NodeName)
 		svc.Pods = pods
-		notifier = NewKubeNotifier(kube, o.NodeName, cfg.Kubernetes.UseEvents)
 		svc.Notifier = notifier
 	}
 

@@ -60,6 +60,7 @@ func KubeConfig(kubeconfig, apiRoot, tokenFile, caFile string, userAgent string)
 // KubeNotifier writes Events and the port annotation in the background: the ADD path only queues,
 // and a slow or unreachable API server delays the bookkeeping, never a pod.
 type KubeNotifier struct {
+	node     string
 	events   bool // [kubernetes] use_events
 	client   kubernetes.Interface
 	recorder record.EventRecorder
@@ -82,6 +83,7 @@ func NewKubeNotifier(client kubernetes.Interface, node string, events bool) *Kub
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	return &KubeNotifier{
+		node:     node,
 		events:   events,
 		client:   client,
 		recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kuryr-agent", Host: node}),

@@ -178,6 +178,8 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrRevisionMismatch: the resource changed since it was read (HTTP 412 on If-Match).
 	ErrRevisionMismatch = errors.New("revision changed concurrently")
+	// ErrOverQuota: the project's quota refused the creation (NeutronError type OverQuota).
+	ErrOverQuota = errors.New("over quota")
 )
 
 // APIError is an error answer of Neutron, with its NeutronError type and message.
@@ -204,6 +206,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusConflict
 	case ErrRevisionMismatch:
 		return e.Status == http.StatusPreconditionFailed
+	case ErrOverQuota:
+		return e.Type == "OverQuota"
 	}
 	return false
 }

@@ -2,6 +2,7 @@ package neutron_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kuryr-pools/kuryr/neutron"
+	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
 	"github.com/kuryr-pools/kuryr/pool"
 )
 
@@ -66,6 +68,7 @@ func runContract(t *testing.T, tg target) {
 		{"BareMetal", testBareMetal},
 		{"BareMetalBindingFailureLeavesNothing", testBareMetalBindingFailure},
 		{"BackendUpdates", testBackendUpdates},
+		{"OverQuota", testOverQuota},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -781,4 +784,40 @@ func testBackendUpdates(t *testing.T, e *env) {
 		}
 	}
 	_ = http.StatusOK
+}
+
+// testOverQuota: a bulk create past the project's port quota fails as a whole with ErrOverQuota
+// (409 OverQuota), so that the agent can report quota exhaustion as such.
+func testOverQuota(t *testing.T, e *env) {
+	project := "ct-quota-" + randHex(4)
+	setQuota := func(n int) {
+		t.Helper()
+		if err := fakeneutron.SetPortQuota(e.ctx, e.fx.Endpoint, project, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setQuota(2)
+	t.Cleanup(func() { setQuota(-1) })
+	specs := e.specs(3, "node-quota")
+	for i := range specs {
+		specs[i].ProjectID = project
+	}
+	_, err := e.c.CreatePorts(e.ctx, specs)
+	var apiErr *neutron.APIError
+	if !errors.Is(err, neutron.ErrOverQuota) || !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("3 ports with a quota of 2: %v; want a 409 that is ErrOverQuota", err)
+	}
+	if errors.Is(err, neutron.ErrConflict) == false {
+		t.Errorf("an over-quota error is a 409: errors.Is(ErrConflict) = false")
+	}
+	if left := e.tagged(); len(left) != 0 {
+		t.Errorf("a bulk create over quota left %d ports", len(left))
+	}
+	ps, err := e.c.CreatePorts(e.ctx, specs[:2])
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("2 ports within the quota: %d, %v", len(ps), err)
+	}
+	if errors.Is(fmt.Errorf("x: %w", &neutron.APIError{Status: 409, Type: "PortInUseAsSubPort"}), neutron.ErrOverQuota) {
+		t.Error("a 409 of another type is ErrOverQuota")
+	}
 }

@@ -198,7 +198,8 @@ type vlanReservations struct {
 	m  map[string]map[int]time.Time // trunk -> VLAN -> until (zero: in flight)
 }
 
-var errNoFreeVLAN = errors.New("no free VLAN ID left (1..4094)")
+// ErrNoFreeVLAN: the trunk has no VLAN ID left for another subport (all of 1..4094 are used).
+var ErrNoFreeVLAN = errors.New("no free VLAN ID left (1..4094)")
 
 // choose reserves n VLAN IDs free on the trunk (random, so that two writers rarely collide).
 func (v *vlanReservations) choose(trunkID string, current []Subport, n int, now time.Time) ([]int, error) {
@@ -232,7 +233,7 @@ func (v *vlanReservations) choose(trunkID string, current []Subport, n int, now 
 		}
 	}
 	if len(free) < n {
-		return nil, fmt.Errorf("%w: %d needed, %d free", errNoFreeVLAN, n, len(free))
+		return nil, fmt.Errorf("%w: %d needed, %d free", ErrNoFreeVLAN, n, len(free))
 	}
 	out := make([]int, n)
 	for i := range n { // partial Fisher-Yates

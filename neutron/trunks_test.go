@@ -31,8 +31,8 @@ func TestVLANReservations(t *testing.T) {
 			t.Errorf("VLAN %d handed out twice on one trunk", id)
 		}
 	}
-	if _, err := v.choose("t1", current, 1, now); !errors.Is(err, errNoFreeVLAN) {
-		t.Errorf("all 4094 taken: %v, want errNoFreeVLAN", err)
+	if _, err := v.choose("t1", current, 1, now); !errors.Is(err, ErrNoFreeVLAN) {
+		t.Errorf("all 4094 taken: %v, want ErrNoFreeVLAN", err)
 	}
 	if _, err := v.choose("t2", nil, 5, now); err != nil {
 		t.Errorf("another trunk: %v", err)
@@ -43,7 +43,7 @@ func TestVLANReservations(t *testing.T) {
 	if _, err := v.choose("t1", current, MaxVLAN-2-10, now); err != nil {
 		t.Errorf("after release: %v", err)
 	}
-	if _, err := v.choose("t1", current, 1, now); !errors.Is(err, errNoFreeVLAN) {
+	if _, err := v.choose("t1", current, 1, now); !errors.Is(err, ErrNoFreeVLAN) {
 		t.Errorf("held IDs given out before the hold expired: %v", err)
 	}
 	if ids, err := v.choose("t1", current, 10, now.Add(2*time.Second)); err != nil || len(ids) != 10 {

@@ -53,6 +53,9 @@ type DriverOptions struct {
 	// MaxConcurrentRefills bounds the bulk creations in flight; 0 is the default. Resets and
 	// deletions share a second bound of the same size.
 	MaxConcurrentRefills int
+	// OnRefillError, when set, hears of every failed refill or populate of a key (quota, VLAN
+	// IDs, Neutron down...), for Events and alerts. It must not block.
+	OnRefillError func(key Key, err error)
 }
 
 // DriverCounters are cumulative counts of what a Driver did, for metrics. The per-pool gauges are
@@ -97,8 +100,10 @@ type Driver struct {
 	clock Clock
 	node  string
 	noop  bool
-	freq  time.Duration
-	base  time.Duration // retryBase, shorter in tests
+
+	onRefillError func(Key, error)
+	freq          time.Duration
+	base          time.Duration // retryBase, shorter in tests
 
 	createSem chan struct{} // bulk creations in flight
 	ioSem     chan struct{} // resets and delete batches in flight
@@ -167,6 +172,8 @@ func NewDriver(b Backend, opts DriverOptions) *Driver {
 		markC:     make(chan markJob, markQueueLen),
 		pools:     make(map[Key]*driverPool),
 		markBase:  markBackoff,
+
+		onRefillError: opts.OnRefillError,
 	}
 }
 

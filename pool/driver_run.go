@@ -176,6 +176,9 @@ func (d *Driver) retryAt(key Key) time.Time {
 // refillResult records how a refill of key went: a failure is the key's reason for waiting requests
 // and delays its next refill, exponentially up to UpdateFrequency.
 func (d *Driver) refillResult(key Key, err error) {
+	if err != nil && d.onRefillError != nil {
+		d.onRefillError(key, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := d.poolLocked(key)

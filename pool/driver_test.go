@@ -773,3 +773,31 @@ func TestDriverPopulateEmptyAndRetire(t *testing.T) {
 		t.Errorf("%d ports recycled, want every released port of the retired pool deleted", n)
 	}
 }
+
+// OnRefillError hears of every failed refill, with the key and the backend's error.
+func TestDriverOnRefillError(t *testing.T) {
+	f := newFakeBackend()
+	var mu sync.Mutex
+	var heard []error
+	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Min: 1, Batch: 2}, OnRefillError: func(k Key, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if k == drvKey {
+			heard = append(heard, err)
+		}
+	}})
+	dt.recover(nil, nil)
+	quota := errors.New("409 OverQuota")
+	f.view(func(f *fakeBackend) { f.createErr = quota })
+	if _, err := dt.d.PopulateEmpty(dt.ctx, drvKey, drvSubs, drvSGa, 2); !errors.Is(err, quota) {
+		t.Fatalf("PopulateEmpty: %v, want the backend's error", err)
+	}
+	if _, _, err := dt.d.Populate(dt.ctx, drvKey, 2, false); !errors.Is(err, quota) {
+		t.Fatalf("Populate: %v, want the backend's error", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heard) != 2 || !errors.Is(heard[0], quota) {
+		t.Errorf("OnRefillError heard %v, want the quota error twice", heard)
+	}
+}

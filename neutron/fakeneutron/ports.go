@@ -174,6 +174,17 @@ func (s *Server) createPorts(q *request) (int, any, error) {
 		}
 		bodies = []map[string]any{b}
 	}
+	quotaCount := map[string]int{}
+	for _, b := range bodies {
+		if proj, err := projectOf(b); err == nil {
+			quotaCount[proj]++
+		}
+	}
+	for proj, n := range quotaCount {
+		if err := s.overPortQuota(proj, n); err != nil {
+			return 0, nil, err
+		}
+	}
 	var created []*port
 	undo := func() {
 		for _, p := range created {

@@ -37,12 +37,14 @@ type Server struct {
 	sgs      map[string]*secGroup
 	pools    map[string]*subnetPool // subnetpools.go
 	routers  map[string]*router     // routers.go
-	macSeq   uint32
-	ext      map[string]bool
-	agents   map[string]bool // hosts with an "L2 agent": bindings succeed there
-	faults   []*fault
-	requests map[string]int // "METHOD /v2.0/<resource>" -> count
-	now      func() time.Time
+	// portQuota: per-project port quotas (quotas.go); a project without one is unlimited.
+	portQuota map[string]int
+	macSeq    uint32
+	ext       map[string]bool
+	agents    map[string]bool // hosts with an "L2 agent": bindings succeed there
+	faults    []*fault
+	requests  map[string]int // "METHOD /v2.0/<resource>" -> count
+	now       func() time.Time
 
 	// RewriteSubportOwner makes add_subports set device_owner trunk:subport on the ports, as
 	// ML2/OVS does once an agent binds the trunk. Off by default: the test server (no agent)
@@ -57,17 +59,18 @@ type Server struct {
 // by hack/neutron-up.sh.
 func New() *Server {
 	s := &Server{
-		networks: map[string]*network{},
-		subnets:  map[string]*subnet{},
-		ports:    map[string]*port{},
-		trunks:   map[string]*trunk{},
-		sgs:      map[string]*secGroup{},
-		pools:    map[string]*subnetPool{},
-		routers:  map[string]*router{},
-		agents:   map[string]bool{},
-		requests: map[string]int{},
-		now:      func() time.Time { return time.Now().UTC() },
-		ext:      map[string]bool{},
+		networks:  map[string]*network{},
+		portQuota: map[string]int{},
+		subnets:   map[string]*subnet{},
+		ports:     map[string]*port{},
+		trunks:    map[string]*trunk{},
+		sgs:       map[string]*secGroup{},
+		pools:     map[string]*subnetPool{},
+		routers:   map[string]*router{},
+		agents:    map[string]bool{},
+		requests:  map[string]int{},
+		now:       func() time.Time { return time.Now().UTC() },
+		ext:       map[string]bool{},
 	}
 	for _, a := range []string{"binding", "binding-extended", "external-net", "net-mtu", "pagination",
 		"port-security", "project-id", "revision-if-match", "security-group", "sorting",
@@ -296,6 +299,8 @@ func (s *Server) route(q *request) (int, any, error) {
 		return s.routeSecurityGroups(q)
 	case res == "subnetpools":
 		return s.routeSubnetPools(q)
+	case res == "quotas":
+		return s.routeQuotas(q)
 	case res == "routers" && s.hasExtension("router"):
 		return s.routeRouters(q)
 	}

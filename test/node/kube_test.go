@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuryr-pools/kuryr/agent"
+	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
 	"github.com/kuryr-pools/kuryr/test/cnirun"
 	"github.com/kuryr-pools/kuryr/test/testutil"
 )
@@ -88,4 +89,46 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 		}
 		return false, strings.Join(seen, "; ")
 	})
+}
+
+// TestQuotaExhaustionEvent: when Neutron's quota stops the refills, the agent says so with a
+// NeutronQuotaExceeded Event on its Node (real kube-apiserver, real neutron-server quota).
+func TestQuotaExhaustionEvent(t *testing.T) {
+	kubeconfig := testutil.Kubeconfig(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := kubernetes.NewForConfigOrDie(rc)
+	ctx := context.Background()
+	node := fmt.Sprintf("node-quota-%d", time.Now().UnixNano()%100000)
+	if _, err := kc.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kc.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	n := newNeutron(t)
+	project := "kuryr-quota-" + node
+	if err := fakeneutron.SetPortQuota(ctx, n.fx.Endpoint, project, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fakeneutron.SetPortQuota(context.Background(), n.fx.Endpoint, project, -1) })
+	// The pool's project has no room for a single port: every refill fails.
+	a := startAgentWith(t, n, node, "bridge", "[kubernetes]\nkubeconfig = "+kubeconfig+"\n[neutron_defaults]\nproject = "+project+"\n")
+	eventually(t, 60*time.Second, "NeutronQuotaExceeded Event on the Node", func() (bool, string) {
+		evs, err := kc.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, e := range evs.Items {
+			seen = append(seen, e.Reason+": "+e.Message)
+			if e.Reason == agent.ReasonQuotaExceeded && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, project) {
+				return true, ""
+			}
+		}
+		return false, strings.Join(seen, "; ")
+	})
+	if s := a.scrape(t); !strings.Contains(s, "kuryr_neutron_requests_total") {
+		t.Errorf("no Neutron request metrics")
+	}
 }
