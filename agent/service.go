@@ -176,11 +176,12 @@ func (s *Service) parse(req *cni.Request, needNetns bool) (*parsed, error) {
 }
 
 func (s *Service) logger(ctx context.Context, p *parsed, verb string) klog.Logger {
-	return klog.FromContext(ctx).WithValues("cmd", verb, "pod", p.pod.String(), "containerID", p.req.ContainerID, "ifname", p.req.IfName)
+	// klog.KRef: "ns/name" in text logs, {"name", "namespace"} in JSON ones.
+	return klog.FromContext(ctx).WithValues("cmd", verb, "pod", klog.KRef(p.pod.Namespace, p.pod.Name), "containerID", p.req.ContainerID, "ifname", p.req.IfName)
 }
 
 // Add gives the pod a port from the local pool and plugs it into its netns.
-func (s *Service) Add(ctx context.Context, req *cni.Request) (*current.Result, error) {
+func (s *Service) Add(ctx context.Context, req *cni.Request) (_ *current.Result, err error) {
 	if !s.Ready() {
 		return nil, cniError(types.ErrTryAgainLater, "kuryr agent is starting: pools not loaded yet", nil)
 	}
@@ -190,6 +191,11 @@ func (s *Service) Add(ctx context.Context, req *cni.Request) (*current.Result, e
 	}
 	log := s.logger(ctx, p, "ADD")
 	ctx = klog.NewContext(ctx, log)
+	defer func() {
+		if err != nil {
+			log.Error(err, "ADD failed")
+		}
+	}()
 	unlock := s.locks.lock(req.ContainerID)
 	defer unlock()
 
@@ -284,13 +290,18 @@ func (nopNotifier) Event(PodRef, string, string, string) {}
 func (nopNotifier) Attached(PodRef, *Attachment)         {}
 
 // Del unplugs the pod's interface and gives its port back to the pool. It is idempotent.
-func (s *Service) Del(ctx context.Context, req *cni.Request) error {
+func (s *Service) Del(ctx context.Context, req *cni.Request) (err error) {
 	p, err := s.parse(req, false)
 	if err != nil {
 		return err
 	}
 	log := s.logger(ctx, p, "DEL")
 	ctx = klog.NewContext(ctx, log)
+	defer func() {
+		if err != nil {
+			log.Error(err, "DEL failed")
+		}
+	}()
 	unlock := s.locks.lock(req.ContainerID)
 	defer unlock()
 	a, ok := s.Checkpoint.Get(req.ContainerID, req.IfName)
