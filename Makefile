@@ -24,6 +24,11 @@ build: ## Build the four binaries into bin/ (static, version stamped).
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
+.PHONY: build-race
+build-race: ## The four binaries with the race detector, into bin/race/ (the end-to-end tests of make test run these).
+	@mkdir -p $(BIN)/race
+	CGO_ENABLED=1 $(GO) build -race -ldflags '-X $(MODULE)/version.Version=$(VERSION)' -o $(BIN)/race/ $(addprefix ./cmd/,$(BINARIES))
+
 .PHONY: test
 test: ## Everything: starts neutron-server, OVS, kube-apiserver, the VM; unit, integration, fuzz, e2e (needs root).
 	hack/test.sh
