@@ -214,7 +214,8 @@ func Run(ctx context.Context, o Options) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(nc.Collectors()...)
 		reg.MustRegister(metrics.Collectors(driver)...)
-		go func() { errc <- serveTCP(ctx, addr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})) }()
+		h := metricsHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), cfg.CNIDaemon.Pprof)
+		go func() { errc <- serveTCP(ctx, addr, h) }()
 	}
 	svc.SetReady(true)
 	if err := o.Install.InstallConflist(); err != nil {

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"net/http"
+	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,4 +69,23 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		"sg_rewrites": k.SGRewrites, "sg_rewrite_failures": k.SGRewriteFailures, "mark_failures": k.MarkFailures, "marks_dropped": k.MarksDropped} {
 		ch <- prometheus.MustNewConstMetric(poolEventsDesc, prometheus.CounterValue, float64(n), op)
 	}
+}
+
+// metricsHandler serves the metrics, and with withPprof Go's profiles under /debug/pprof/ ([cni_daemon]
+// pprof, accepted on a loopback metrics_address only): CPU, heap, goroutines, and mutex and block
+// contention, which are sampled only then (they cost on every contended lock).
+func metricsHandler(metrics http.Handler, withPprof bool) http.Handler {
+	if !withPprof {
+		return metrics
+	}
+	runtime.SetMutexProfileFraction(5)
+	runtime.SetBlockProfileRate(int((100 * time.Microsecond).Nanoseconds())) // a sample per 100 µs spent blocked
+	mux := http.NewServeMux()
+	mux.Handle("/", metrics)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

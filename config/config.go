@@ -132,6 +132,7 @@ type CNIDaemonSection struct {
 	PoolWaitTimeout      time.Duration // pool_wait_timeout (new): how long ADD waits for a refill of an empty pool
 	CheckpointPath       string        // checkpoint_path (new)
 	MetricsAddress       string        // metrics_address (new): host:port, empty = no metrics endpoint
+	Pprof                bool          // pprof (new): Go's /debug/pprof on the metrics listener, loopback only
 }
 
 // CNIHealthServerSection is [cni_health_server].

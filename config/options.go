@@ -150,6 +150,7 @@ var options = []option{
 	{section: secCNIDaemon, name: "pool_wait_timeout", kind: kindSeconds, field: func(c *Config) any { return &c.CNIDaemon.PoolWaitTimeout }, check: atLeast(0), isNew: true},
 	{section: secCNIDaemon, name: "checkpoint_path", kind: kindString, field: func(c *Config) any { return &c.CNIDaemon.CheckpointPath }, check: absPath, isNew: true},
 	{section: secCNIDaemon, name: "metrics_address", kind: kindString, field: func(c *Config) any { return &c.CNIDaemon.MetricsAddress }, check: optional(hostPort), isNew: true},
+	{section: secCNIDaemon, name: "pprof", kind: kindBool, field: func(c *Config) any { return &c.CNIDaemon.Pprof }, isNew: true},
 
 	{section: secHealth, name: "port", kind: kindInt, field: func(c *Config) any { return &c.CNIHealthServer.Port }, check: port},
 	{section: secHealth, name: "health_address", kind: kindString, field: func(c *Config) any { return &c.CNIHealthServer.HealthAddress }, check: hostPort, isNew: true},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 )
@@ -60,8 +61,25 @@ func (c *Config) Validate() error {
 	if b := c.Binding; b.DefaultVIFType == "bridge" && b.LinuxBridge == "" {
 		errs = append(errs, c.optErr(secBinding, "linux_bridge", b.LinuxBridge, "required when default_vif_type = bridge"))
 	}
+	if d := c.CNIDaemon; d.Pprof && !loopbackAddress(d.MetricsAddress) {
+		errs = append(errs, c.optErr(secCNIDaemon, "pprof", d.Pprof,
+			fmt.Sprintf("needs metrics_address on a loopback address (127.0.0.1, ::1 or localhost), not %q: profiles show memory and must not leave the node", d.MetricsAddress)))
+	}
 	errs = append(errs, c.checkNeutron()...)
 	return errors.Join(errs...)
+}
+
+// loopbackAddress tells whether host:port listens on loopback only.
+func loopbackAddress(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkNeutron checks that the Keystone settings can authenticate: the options each auth_type
