@@ -241,9 +241,9 @@ func (c *Config) warnMisplaced(name string) {
 
 // rawErr reports a value that could not be converted, quoting it as written (secrets masked).
 func (c *Config) rawErr(o *option, name string, rv rawValue, reason string) error {
-	v := rv.value
+	v := redact(o, rv.value)
 	if o.secret {
-		v = "***"
+		v = "***" // even empty: its emptiness is not the point
 	}
 	return &OptionError{File: rv.file, Section: o.section, Option: name, Value: v, Reason: reason}
 }

@@ -150,9 +150,7 @@ func (c *Config) optErr(section, name string, v any, reason string) error {
 	if src, ok := c.sources[section+"."+name]; ok {
 		e.File, e.Option = src.file, src.name
 	}
-	if o := lookup(section, name); o != nil && o.secret && e.Value != "" {
-		e.Value = "***"
-	}
+	e.Value = redact(lookup(section, name), e.Value)
 	return e
 }
 
