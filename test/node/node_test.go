@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -298,4 +299,54 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestConfigChangeAppliedOnRestart is the seed's operation "edit the ConfigMap, delete the agent
+// pod": the restarted agent applies the new pool settings and keeps the ports it had.
+func TestConfigChangeAppliedOnRestart(t *testing.T) {
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-reconf", "bridge", "")
+	free := func() (int, []string) {
+		ports, err := n.client.ListPorts(context.Background(), neutron.PortFilter{Tags: []string{neutron.NodeTag("node-reconf")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, p := range ports {
+			ids = append(ids, p.ID)
+		}
+		for _, p := range a.pools(t) {
+			if p.Network == n.fx.PodNetwork {
+				return p.Free, ids
+			}
+		}
+		return 0, ids
+	}
+	eventually(t, time.Minute, "the pool at ports_pool_min 3", func() (bool, string) { f, _ := free(); return f >= 3, fmt.Sprint(f) })
+	_, before := free()
+
+	conf, err := os.ReadFile(a.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(conf), "ports_pool_min = 3", "ports_pool_min = 6", 1)
+	if edited == string(conf) {
+		t.Fatal("the harness's kuryr.conf has no ports_pool_min = 3")
+	}
+	if err := os.WriteFile(a.conf, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(syscall.SIGTERM)
+	a.start()
+	var after []string
+	eventually(t, time.Minute, "the pool at the new ports_pool_min 6", func() (bool, string) {
+		f, ids := free()
+		after = ids
+		return f >= 6, fmt.Sprint(f)
+	})
+	for _, id := range before {
+		if !slices.Contains(after, id) {
+			t.Errorf("port %s of the old agent is not in the new agent's pool %v", id, after)
+		}
+	}
 }
