@@ -11,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuryr-pools/kuryr/agent"
 	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
@@ -23,15 +21,7 @@ import (
 // TestKubernetesAnnotationAndEvent runs the agent against the real kube-apiserver: a pod whose ADD
 // finds the pool empty gets a WaitingForPort Event, and every attached pod gets its port annotation.
 func TestKubernetesAnnotationAndEvent(t *testing.T) {
-	kubeconfig := testutil.Kubeconfig(t)
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kc, _, kubeconfig := testutil.KubeClient(t)
 	ctx := context.Background()
 	node := fmt.Sprintf("node-kube-%d", time.Now().UnixNano()%100000)
 	if _, err := kc.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
@@ -94,12 +84,7 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 // TestQuotaExhaustionEvent: when Neutron's quota stops the refills, the agent says so with a
 // NeutronQuotaExceeded Event on its Node (real kube-apiserver, real neutron-server quota).
 func TestQuotaExhaustionEvent(t *testing.T) {
-	kubeconfig := testutil.Kubeconfig(t)
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := kubernetes.NewForConfigOrDie(rc)
+	kc, _, kubeconfig := testutil.KubeClient(t)
 	ctx := context.Background()
 	node := fmt.Sprintf("node-quota-%d", time.Now().UnixNano()%100000)
 	if _, err := kc.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {

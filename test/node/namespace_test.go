@@ -19,8 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kuryr-pools/kuryr/kuryrnet"
 	"github.com/kuryr-pools/kuryr/neutron"
@@ -34,13 +32,8 @@ import (
 // also for a node that joins later and across an agent restart; deleting the namespace retires the
 // pools and removes the Neutron resources and the finalizer.
 func TestNamespacePrePopulation(t *testing.T) {
-	kubeconfig := testutil.Kubeconfig(t)
+	kc, rc, kubeconfig := testutil.KubeClient(t)
 	testutil.RequireRoot(t)
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc := kubernetes.NewForConfigOrDie(rc)
 	dyn := dynamic.NewForConfigOrDie(rc)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()

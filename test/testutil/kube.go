@@ -5,6 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // KubeconfigEnv names the kubeconfig of the test kube-apiserver; hack/kube-up.sh prints its path.
@@ -37,4 +41,20 @@ func Kubectl(t testing.TB) string {
 		return ""
 	}
 	return path
+}
+
+// KubeClient returns a client of the test kube-apiserver and its kubeconfig's path (through
+// Kubeconfig: skipped or failed when there is none).
+func KubeClient(t testing.TB) (kubernetes.Interface, *rest.Config, string) {
+	t.Helper()
+	path := Kubeconfig(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatalf("kubeconfig %s: %v", path, err)
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatalf("kubernetes client for %s: %v", rc.Host, err)
+	}
+	return kc, rc, path
 }
