@@ -23,7 +23,11 @@ import (
 func TestKubernetesAnnotationAndEvent(t *testing.T) {
 	kc, _, kubeconfig := testutil.KubeClient(t)
 	ctx := context.Background()
-	node := fmt.Sprintf("node-kube-%d", time.Now().UnixNano()%100000)
+	// A host with an (emulated) L2 agent (hack/neutron-up.sh BM_HOSTS): bindings succeed at once,
+	// so the refill the pod waits for takes Neutron's create time, not its failed-binding retries.
+	const node = "kuryr-test-kube1"
+	db := ovsdb(t)
+	_ = kc.CoreV1().Nodes().Delete(ctx, node, metav1.DeleteOptions{}) // left by a killed run
 	if _, err := kc.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +52,7 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 	p.UID = string(pod.UID)
 
 	n := newNeutron(t)
-	a := startAgentWith(t, n, node, "bridge", "[kubernetes]\nkubeconfig = "+kubeconfig+"\n#empty-pool\n")
+	a := startAgentWith(t, n, node, "ovs", "[kubernetes]\nkubeconfig = "+kubeconfig+"\n[binding]\novsdb_connection = "+db+"\n#empty-pool\n")
 	if _, err := a.runner.Add(ctx, p); err != nil {
 		t.Fatalf("ADD: %v\n%s", err, a.log())
 	}

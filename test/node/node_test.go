@@ -241,16 +241,11 @@ func TestDelWithAgentDown(t *testing.T) {
 // TestOVSPodsEndToEnd: the same through OVS br-int in userspace, with the port's external_ids set
 // on ADD and the OVS port removed on DEL.
 func TestOVSPodsEndToEnd(t *testing.T) {
-	db := os.Getenv("KURYR_TEST_OVSDB")
-	if db == "" {
-		db = "unix:" + envOr("KURYR_STATE_DIR", "/var/tmp/kuryr-test") + "/ovs/db.sock"
-	}
+	db := ovsdb(t)
 	vsctl := func(args ...string) (string, error) {
 		out, err := exec.Command("ovs-vsctl", append([]string{"--db=" + db, "--timeout=10"}, args...)...).CombinedOutput()
 		return strings.TrimSpace(string(out)), err
 	}
-	_, err := vsctl("br-exists", "br-int")
-	testutil.Require(t, err == nil, "userspace OVS with br-int (hack/ovs-up.sh) is not running at "+db)
 	n := newNeutron(t)
 	a := startAgent(t, n, "node-ovs", "ovs", "[binding]\novsdb_connection = "+db+"\n")
 	ctx := context.Background()
@@ -349,4 +344,16 @@ func TestConfigChangeAppliedOnRestart(t *testing.T) {
 			t.Errorf("port %s of the old agent is not in the new agent's pool %v", id, after)
 		}
 	}
+}
+
+// ovsdb returns the OVSDB of the userspace OVS (hack/ovs-up.sh), whose br-int must exist.
+func ovsdb(t *testing.T) string {
+	t.Helper()
+	db := os.Getenv("KURYR_TEST_OVSDB")
+	if db == "" {
+		db = "unix:" + envOr("KURYR_STATE_DIR", "/var/tmp/kuryr-test") + "/ovs/db.sock"
+	}
+	err := exec.Command("ovs-vsctl", "--db="+db, "--timeout=10", "br-exists", "br-int").Run()
+	testutil.Require(t, err == nil, "userspace OVS with br-int (hack/ovs-up.sh) is not running at "+db)
+	return db
 }
