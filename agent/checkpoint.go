@@ -63,7 +63,14 @@ type checkpointFile struct {
 }
 
 // Checkpoint is the agent's record of which container uses which port, persisted atomically
-// (temp file in the same directory, fsync, rename, fsync of the directory) on every change.
+// (temp file in the same directory, fsync, rename, fsync of the directory) before every change
+// returns.
+//
+// Writes are group commits: a change is made in memory under mu, then waits for a write that
+// started after it. One goroutine writes at a time, with mu released, so Get never waits for a
+// disk; the changes made meanwhile share the next write and its fsyncs. A burst of N concurrent
+// ADDs costs a few writes instead of N in a row under one lock (profiled: that lock serialised
+// bursts at ~20 ms per ADD).
 type Checkpoint struct {
 	path string
 
@@ -72,11 +79,23 @@ type Checkpoint struct {
 	cooling     map[string]Cooling     // by port ID
 	// writeHook, when set, is called right before the rename: tests kill the agent there.
 	writeHook func()
+
+	cond    sync.Cond  // on mu: a write finished
+	writing bool       // a goroutine is writing the file (mu released meanwhile)
+	next    *groupSync // the write that changes made from now on wait for (nil: none pending)
+	writes  int        // file writes so far, for tests
+}
+
+// groupSync is one write of the file, shared by every change made before it took its snapshot.
+type groupSync struct {
+	done bool
+	err  error
 }
 
 // OpenCheckpoint loads path, or starts empty when it does not exist.
 func OpenCheckpoint(path string) (*Checkpoint, error) {
 	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}, writeHook: crashpoint.Func("checkpoint-rename")}
+	c.cond.L = &c.mu
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
@@ -218,8 +237,45 @@ func (c *Checkpoint) Cooled(portIDs ...string) error {
 	return c.persistLocked()
 }
 
+// persistLocked returns once the state as it is now (and so the caller's change) is on disk, or the
+// write that held it failed. Called with mu held; mu is released while the file is written.
 func (c *Checkpoint) persistLocked() error {
+	g := c.next
+	if g == nil {
+		g = &groupSync{}
+		c.next = g
+	}
+	for c.writing && !g.done {
+		c.cond.Wait()
+	}
+	if g.done {
+		return g.err // another goroutine's write carried this change
+	}
+	// Nobody writes and g is not written: write the state, which holds every change of g. Changes
+	// made from here on wait for the next write.
+	c.next = nil
+	c.writing = true
+	c.writes++
+	g.err = errors.New("checkpoint write interrupted") // unless it returns
+	defer func() {
+		c.writing = false
+		g.done = true
+		c.cond.Broadcast()
+	}()
 	crashpoint.Hit("checkpoint-write")
+	data, err := c.encodeLocked()
+	if err == nil {
+		func() {
+			c.mu.Unlock()
+			defer c.mu.Lock() // the callers unlock, even when a test's hook panics
+			err = writeFileAtomic(c.path, bytes.NewReader(data), 0o600, c.writeHook)
+		}()
+	}
+	g.err = err
+	return err
+}
+
+func (c *Checkpoint) encodeLocked() ([]byte, error) {
 	f := checkpointFile{Version: checkpointVersion, Attachments: make([]*Attachment, 0, len(c.attachments)), Cooling: make([]Cooling, 0, len(c.cooling))}
 	for _, a := range c.attachments {
 		f.Attachments = append(f.Attachments, a)
@@ -229,9 +285,9 @@ func (c *Checkpoint) persistLocked() error {
 	}
 	data, err := json.Marshal(&f)
 	if err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
+		return nil, fmt.Errorf("encode checkpoint: %w", err)
 	}
-	return writeFileAtomic(c.path, bytes.NewReader(data), 0o600, c.writeHook)
+	return data, nil
 }
 
 // writeFileAtomic replaces path with what src holds so that a crash, or a reader at any moment,
