@@ -148,8 +148,8 @@ fi
 # alive forever: ports bound to these hosts get binding:vif_type ovs, as with a real OVS agent.
 # bm1 and bm2 are shared; the reliability suites each take their own (test/crash: crash1-3), since
 # a bare-metal agent loads every kuryr port bound to its host; node1 is hack/node-up.sh's kubelet
-# node (test/fullnode).
-BM_HOSTS=(kuryr-test-bm1 kuryr-test-bm2 kuryr-test-crash1 kuryr-test-crash2 kuryr-test-crash3 kuryr-test-fault1 kuryr-test-fault2 kuryr-test-fault3 kuryr-test-node1 kuryr-test-kube1)
+# node (test/fullnode); bench1 is make bench's.
+BM_HOSTS=(kuryr-test-bm1 kuryr-test-bm2 kuryr-test-crash1 kuryr-test-crash2 kuryr-test-crash3 kuryr-test-fault1 kuryr-test-fault2 kuryr-test-fault3 kuryr-test-node1 kuryr-test-kube1 kuryr-test-bench1)
 agent_conf='{"bridge_mappings": {"physnet1": "br-ex"}, "tunnel_types": ["vxlan"], "integration_bridge": "br-int", "datapath_type": "system", "ovs_hybrid_plug": false, "l2_population": false, "enable_distributed_routing": false, "ovs_capabilities": {"datapath_types": ["system"], "iface_types": []}}'
 for h in "${BM_HOSTS[@]}"; do
 	mariadb --socket="$SOCK" -uroot neutron -e "INSERT IGNORE INTO agents (id, agent_type, \`binary\`, topic, host,
