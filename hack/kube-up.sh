@@ -8,9 +8,11 @@
 # No controller-manager, scheduler or kubelet: objects are stored and watched, nothing reconciles
 # them (pods stay Pending, no ServiceAccounts are made, so the ServiceAccount admission plugin is off).
 #
-# Idempotent: etcd is installed only when missing; kube-apiserver and kubectl are built only when
-# missing from the cache ($KURYR_CACHE_DIR/k8s-v1.35.4/bin; cold build ~4-6 min on 2 cores, a few GB
-# of Go build cache); a running, healthy etcd and apiserver started with the same flags are reused.
+# Idempotent: etcd is installed only when missing; kube-apiserver, kubectl, kubelet and
+# kube-controller-manager (the last two for hack/node-up.sh) are built only when missing from the
+# cache ($KURYR_CACHE_DIR/k8s-v1.35.4/bin; cold build ~6-8 min on 2 cores, a few GB of Go build
+# cache); a running, healthy etcd and apiserver started with the same flags are reused.
+# KURYR_KUBE_BUILD_ONLY=1: fill the cache and exit (hack/node-up.sh uses it).
 # State (etcd data, certs, token, logs) lives in $KURYR_STATE_DIR/kube. Stop with hack/kube-down.sh.
 # Recipe: /work/shared/reference/test-infrastructure.md §1a.
 set -euo pipefail
@@ -41,16 +43,24 @@ if ! command -v etcd >/dev/null; then
 	apt_ensure etcd-server >&2 # apt talks on stdout; ours carries only the kubeconfig path
 fi
 
-# --- kube-apiserver and kubectl, built once into the cache
+# --- kube-apiserver, kubectl, kubelet and kube-controller-manager, built once into the cache
+K8S_BINS=(kube-apiserver kubectl kubelet kube-controller-manager)
+missing_bins() {
+	local b
+	for b in "${K8S_BINS[@]}"; do [ -x "$BIN/$b" ] || echo "$b"; done
+}
+# build_k8s BIN...: build only the missing binaries; the ones in the cache are never replaced, so a
+# running apiserver's binary (part of its args_sum) does not change under it.
 build_k8s() {
-	local v=0.${K8S_VERSION#1.} b0 work gomod mods m ldf
+	local v=0.${K8S_VERSION#1.} b0 work gomod mods m ldf bins=("$@") pkgs=() b
+	for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
 	b0=$(date +%s)
 	command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go)"
 	mkdir -p "$CACHE"
 	work=$(mktemp -d "$CACHE/build.XXXXXX")
 	# shellcheck disable=SC2064 # expand $work now: it is local
 	trap "rm -rf '$work'" EXIT
-	log "building kube-apiserver and kubectl v$K8S_VERSION in $work (log: $CACHE/build.log); this takes minutes"
+	log "building ${bins[*]} v$K8S_VERSION in $work (log: $CACHE/build.log); this takes minutes"
 	(
 		cd "$work"
 		# A throwaway module: never /work/main's go.mod or a go.work above it.
@@ -72,7 +82,9 @@ build_k8s() {
 
 			import (
 				_ "k8s.io/kubernetes/cmd/kube-apiserver"
+				_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 				_ "k8s.io/kubernetes/cmd/kubectl"
+				_ "k8s.io/kubernetes/cmd/kubelet"
 			)
 		EOF
 		go mod tidy
@@ -82,25 +94,26 @@ build_k8s() {
 			ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=${K8S_VERSION%%.*}"
 			ldf+=" -X $p.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $p.gitTreeState=clean"
 		done
-		go build -ldflags "$ldf" -o bin/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+		go build -ldflags "$ldf" -o bin/ "${pkgs[@]}"
 	) >"$CACHE/build.log" 2>&1 || { tail -30 "$CACHE/build.log" >&2; die "building kubernetes v$K8S_VERSION failed"; }
-	"$work/bin/kube-apiserver" --version >&2
+	for b in "${bins[@]}"; do "$work/bin/$b" --version >&2; done
 	mkdir -p "$BIN"
 	# mv within one file system: a concurrent reader sees the old binary or the new one, never half.
-	mv -f "$work/bin/kube-apiserver" "$work/bin/kubectl" "$BIN/"
+	for b in "${bins[@]}"; do mv -f "$work/bin/$b" "$BIN/"; done
 	rm -rf "$work"
 	trap - EXIT
 	log "built in $(($(date +%s) - b0))s into $BIN"
 }
-have_bins() { [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ]; }
-if ! have_bins; then
+if [ -n "$(missing_bins)" ]; then
 	mkdir -p "$CACHE"
 	# Two kube-up.sh at once (parallel CI jobs) build once: the second waits for the first.
 	exec 4>"$CACHE/build.lock"
 	flock 4
-	have_bins || build_k8s
+	mapfile -t todo < <(missing_bins)
+	[ ${#todo[@]} -eq 0 ] || build_k8s "${todo[@]}"
 	exec 4>&- # closing it unlocks; the daemons below must not inherit it
 fi
+[ "${KURYR_KUBE_BUILD_ONLY:-}" != 1 ] || { log "binaries in $BIN"; exit 0; }
 
 # --- state: service-account key pair, a random admin token, the kubeconfig
 mkdir -p "$STATE/certs"
