@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/config"
+	"github.com/kuryr-pools/kuryr/kubeclient"
 	"github.com/kuryr-pools/kuryr/kuryrnet"
 	"github.com/kuryr-pools/kuryr/netns"
 	"github.com/kuryr-pools/kuryr/neutron"
@@ -60,7 +61,7 @@ func Run(ctx context.Context, o Options) error {
 	var dyn dynamic.Interface
 	var node *corev1.Node
 	if !o.Standalone {
-		rc, err := KubeConfig(cfg.Kubernetes.Kubeconfig, cfg.Kubernetes.APIRoot, cfg.Kubernetes.TokenFile, cfg.Kubernetes.SSLCACrtFile, version.UserAgent("kuryr-agent"))
+		rc, err := kubeclient.Config(ctx, cfg.Kubernetes, "", version.UserAgent("kuryr-agent"))
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"sync"
 	"time"
 
@@ -15,8 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -32,29 +29,6 @@ type PortAnnotationValue struct {
 	IPs    []string `json:"ips"`
 	VLAN   int      `json:"vlan,omitempty"`
 	IfName string   `json:"ifName"`
-}
-
-// KubeConfig builds a client configuration: a kubeconfig file when given, else api_root with
-// kuryr's token/CA options, else the in-cluster configuration.
-func KubeConfig(kubeconfig, apiRoot, tokenFile, caFile string, userAgent string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	case apiRoot != "":
-		cfg = &rest.Config{Host: apiRoot, BearerTokenFile: tokenFile}
-		cfg.TLSClientConfig.CAFile = caFile
-		cfg.TLSClientConfig.Insecure = caFile == "" && tokenFile != ""
-	default:
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
-	}
-	cfg.UserAgent = userAgent
-	cfg.QPS, cfg.Burst = 20, 40
-	return cfg, nil
 }
 
 // KubeNotifier writes Events and the port annotation in the background: the ADD path only queues,

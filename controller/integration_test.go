@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kuryr-pools/kuryr/config"
+	"github.com/kuryr-pools/kuryr/kubeclient"
 	"github.com/kuryr-pools/kuryr/kuryrnet"
 	"github.com/kuryr-pools/kuryr/neutron"
 	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
@@ -69,7 +70,7 @@ func newRealEnv(t *testing.T) *realEnv {
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	t.Cleanup(cancel)
 	e := &realEnv{t: t, ctx: ctx, id: fmt.Sprintf("%06x", rand.Uint32()&0xffffff)}
-	rc, err := RestConfig(kubeconfig, "", "", "", "kuryr-controller-integration-test")
+	rc, err := kubeclient.Config(ctx, config.KubernetesSection{}, kubeconfig, "kuryr-controller-integration-test")
 	if err != nil {
 		t.Fatal(err)
 	}

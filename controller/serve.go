@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 )
 
@@ -71,26 +68,3 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 	return nil
 }
 
-// RestConfig is the API server configuration: a kubeconfig file when given, else kuryr's
-// [kubernetes] api_root with token_file and ssl_ca_crt_file, else the in-cluster configuration.
-func RestConfig(kubeconfig, apiRoot, tokenFile, caFile, userAgent string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	case apiRoot != "":
-		cfg = &rest.Config{Host: apiRoot, BearerTokenFile: tokenFile}
-		cfg.CAFile = caFile
-	default:
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
-	}
-	cfg.UserAgent = userAgent
-	// The API server warns on every create that kuryr's finalizer name has no "/": once is enough.
-	cfg.WarningHandler = rest.NewWarningWriter(os.Stderr, rest.WarningWriterOptions{Deduplicate: true})
-	cfg.QPS, cfg.Burst = 20, 40
-	return cfg, nil
-}

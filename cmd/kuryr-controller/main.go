@@ -26,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/config"
+	"github.com/kuryr-pools/kuryr/kubeclient"
 	"github.com/kuryr-pools/kuryr/controller"
 	"github.com/kuryr-pools/kuryr/neutron"
 	"github.com/kuryr-pools/kuryr/version"
@@ -104,11 +105,7 @@ func start(ctx context.Context, cfg *config.Config, o options) error {
 	logger := klog.FromContext(ctx)
 	ua := version.UserAgent("kuryr-controller")
 	k := cfg.Kubernetes
-	path := o.kubeconfig
-	if path == "" {
-		path = k.Kubeconfig
-	}
-	rc, err := controller.RestConfig(path, k.APIRoot, k.TokenFile, k.SSLCACrtFile, ua)
+	rc, err := kubeclient.Config(ctx, k, o.kubeconfig, ua)
 	if err != nil {
 		return err
 	}
