@@ -361,6 +361,7 @@ func (b *NestedBackend) ListPorts(ctx context.Context) ([]pool.ListedPort, error
 		vlans[s.PortID] = s.SegmentationID
 	}
 	trunkID := parent.TrunkDetails.TrunkID
+	b.c.vlans.learn(trunkID, parent.TrunkDetails.SubPorts) // the first refill need not read the trunk
 	mine := []string{NodeTag(b.opts.NodeName)}
 	if b.opts.ClusterName != "" {
 		mine = append(mine, ClusterTag(b.opts.ClusterName))

@@ -64,6 +64,7 @@ func runContract(t *testing.T, tg target) {
 		{"NestedCreateListDelete", testNestedCreateListDelete},
 		{"NestedCreateAllOrNothing", testNestedAllOrNothing},
 		{"NestedListPreCreated", testNestedListPreCreated},
+		{"NestedRefillBatchIsTwoRequests", testNestedRefillRequests},
 		{"ListPortsRequestCountIsConstant", testListPortsConstant},
 		{"BareMetal", testBareMetal},
 		{"BareMetalBindingFailureLeavesNothing", testBareMetalBindingFailure},
@@ -819,5 +820,64 @@ func testOverQuota(t *testing.T, e *env) {
 	}
 	if errors.Is(fmt.Errorf("x: %w", &neutron.APIError{Status: 409, Type: "PortInUseAsSubPort"}), neutron.ErrOverQuota) {
 		t.Error("a 409 of another type is ErrOverQuota")
+	}
+}
+
+// A nested refill batch is one bulk create and one add_subports: the trunk's subports are known
+// from the node's listing and from each add_subports answer. A view made stale by another writer
+// costs one 409 and one read of the trunk, and no VLAN is used twice.
+func testNestedRefillRequests(t *testing.T, e *env) {
+	v := e.newVM()
+	b := e.nested(v, "node-a")
+	if _, err := b.ListPorts(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Extensions(e.ctx); err != nil { // read once per client, as the agent does at start
+		t.Fatal(err)
+	}
+	batch := func(want map[string]int) []pool.Port {
+		t.Helper()
+		before := e.c.Stats()
+		ps, err := b.CreatePorts(e.ctx, pool.CreateRequest{Key: e.key(v.ip), SubnetIDs: []string{e.fx.PodSubnet}, Count: 3})
+		if err != nil {
+			t.Fatalf("CreatePorts: %v", err)
+		}
+		got := map[string]int{}
+		for op, o := range e.c.Stats().Sub(before) {
+			got[op] = o.Count
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("requests of a batch: %v, want %v", got, want)
+		}
+		return ps
+	}
+	two := map[string]int{"ports.bulk_create": 1, "trunks.add_subports": 1}
+	first := batch(two)
+	batch(two)
+	// Detaching (DeletePorts) keeps the view right: the next batch still needs no read.
+	if failed := b.DeletePorts(e.ctx, first[:1]); len(failed) > 0 {
+		t.Fatal(failed)
+	}
+	batch(two)
+	// Another writer takes the VLAN about to be used: one clash, one read, one retry.
+	intruder := e.create(e.specs(1, "intruder"))[0]
+	neutron.SetBeforeAddSubports(e.c, func(ctx context.Context, trunkID string, subs []neutron.Subport, attempt int) {
+		if attempt == 1 {
+			if _, err := e.plain.AddSubports(ctx, trunkID, []neutron.Subport{{PortID: intruder.ID, SegmentationID: subs[0].SegmentationID}}); err != nil {
+				t.Errorf("inject subport: %v", err)
+			}
+		}
+	})
+	defer neutron.SetBeforeAddSubports(e.c, nil)
+	batch(map[string]int{"ports.bulk_create": 1, "trunks.add_subports": 2, "trunks.get": 1})
+	seen := map[int]string{}
+	for id, vlan := range e.trunkSubports(v.trunk.ID) {
+		if other, dup := seen[vlan]; dup {
+			t.Errorf("VLAN %d used by %s and %s", vlan, other, id)
+		}
+		seen[vlan] = id
+	}
+	if len(seen) != 3*4-1+1 {
+		t.Errorf("trunk has %d subports, want 12 (4 batches of 3, one detached, the intruder)", len(seen))
 	}
 }

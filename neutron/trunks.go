@@ -118,11 +118,13 @@ func (c *Client) RemoveSubports(ctx context.Context, trunkID string, portIDs []s
 		map[string]any{"sub_ports": body}, nil, &gophercloud.RequestOpts{OkCodes: []int{http.StatusOK}})
 	err = apiError(op, err)
 	if errors.Is(err, ErrNotFound) && len(ids) == 1 {
+		c.vlans.removed(trunkID, ids)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("remove subports %v from trunk %s: %w", ids, trunkID, err)
 	}
+	c.vlans.removed(trunkID, ids)
 	return nil
 }
 
@@ -149,10 +151,12 @@ func (c *Client) FindParentPort(ctx context.Context, nodeIP string, workerSubnet
 }
 
 // AttachPorts attaches ports to a trunk in one add_subports call with VLAN IDs that are free on the
-// trunk (not among its subports, nor handed out by this process moments ago). When another writer
-// takes one of the IDs first, Neutron refuses the whole batch with 409: the trunk is read again,
-// IDs chosen again, and the call repeated, up to attempts times. It returns the subports in the
-// order of portIDs. The caller owns the ports: on error none of them is attached.
+// trunk (not among its subports, nor handed out by this process moments ago). The trunk's subports
+// are read once and then known from the answers of add_subports (which return the whole trunk), so
+// a refill batch costs one request here. When another writer took one of the IDs, Neutron refuses
+// the whole batch with 409: the trunk is read again, IDs chosen again, and the call repeated, up to
+// attempts times. It returns the subports in the order of portIDs. The caller owns the ports: on
+// error none of them is attached.
 func (c *Client) AttachPorts(ctx context.Context, trunkID string, portIDs []string, attempts int) ([]Subport, error) {
 	if attempts <= 0 {
 		attempts = defaultAttachRetries
@@ -160,11 +164,19 @@ func (c *Client) AttachPorts(ctx context.Context, trunkID string, portIDs []stri
 	logger := klog.FromContext(ctx)
 	var lastErr error
 	for attempt := 1; attempt <= attempts; attempt++ {
-		t, err := c.GetTrunk(ctx, trunkID)
-		if err != nil {
-			return nil, err
+		current, known := c.vlans.knownSubports(trunkID)
+		if attempt > 1 || !known {
+			t, err := c.GetTrunk(ctx, trunkID)
+			if err != nil {
+				if errors.Is(err, ErrNotFound) {
+					c.vlans.forget(trunkID)
+				}
+				return nil, err
+			}
+			current = t.SubPorts
+			c.vlans.learn(trunkID, current)
 		}
-		vlans, err := c.vlans.choose(trunkID, t.SubPorts, len(portIDs), c.now())
+		vlans, err := c.vlans.choose(trunkID, current, len(portIDs), c.now())
 		if err != nil {
 			return nil, fmt.Errorf("trunk %s: %w", trunkID, err)
 		}
@@ -175,12 +187,20 @@ func (c *Client) AttachPorts(ctx context.Context, trunkID string, portIDs []stri
 		if c.beforeAddSubports != nil {
 			c.beforeAddSubports(ctx, trunkID, subs, attempt)
 		}
-		_, err = c.AddSubports(ctx, trunkID, subs)
+		t, err := c.AddSubports(ctx, trunkID, subs)
 		if err == nil {
 			c.vlans.hold(trunkID, vlans, c.now().Add(defaultRecentVLANHold))
+			if t.ID == trunkID {
+				c.vlans.learn(trunkID, t.SubPorts)
+			} else {
+				c.vlans.forget(trunkID) // an answer without the trunk: read it next time
+			}
 			return subs, nil
 		}
 		c.vlans.release(trunkID, vlans)
+		if errors.Is(err, ErrNotFound) {
+			c.vlans.forget(trunkID)
+		}
 		var ae *APIError
 		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Type == "TrunkPortInUse" {
 			return nil, err // not a VLAN clash: choosing other IDs cannot help
@@ -192,10 +212,47 @@ func (c *Client) AttachPorts(ctx context.Context, trunkID string, portIDs []stri
 }
 
 // vlanReservations are VLAN IDs this process has chosen per trunk that the trunk may not show yet:
-// those of an add_subports in flight and, for a short while, those just attached.
+// those of an add_subports in flight and, for a short while, those just attached; and the subports
+// each trunk had when this process last saw it. A stale view costs a 409 and a fresh read, never a
+// wrong attachment: Neutron refuses a clashing batch whole.
 type vlanReservations struct {
-	mu sync.Mutex
-	m  map[string]map[int]time.Time // trunk -> VLAN -> until (zero: in flight)
+	mu    sync.Mutex
+	m     map[string]map[int]time.Time // trunk -> VLAN -> until (zero: in flight)
+	known map[string][]Subport         // trunk -> its subports, as last seen
+}
+
+// learn records the subports of a trunk as read from Neutron.
+func (v *vlanReservations) learn(trunkID string, subs []Subport) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.known == nil {
+		v.known = map[string][]Subport{}
+	}
+	v.known[trunkID] = slices.Clone(subs)
+}
+
+// knownSubports returns the subports of a trunk as last seen, if it was.
+func (v *vlanReservations) knownSubports(trunkID string) ([]Subport, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	subs, ok := v.known[trunkID]
+	return subs, ok
+}
+
+// forget drops what is known of a trunk: the next attach reads it.
+func (v *vlanReservations) forget(trunkID string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.known, trunkID)
+}
+
+// removed drops detached ports from the known subports of a trunk.
+func (v *vlanReservations) removed(trunkID string, portIDs []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if subs, ok := v.known[trunkID]; ok {
+		v.known[trunkID] = slices.DeleteFunc(subs, func(s Subport) bool { return slices.Contains(portIDs, s.PortID) })
+	}
 }
 
 // ErrNoFreeVLAN: the trunk has no VLAN ID left for another subport (all of 1..4094 are used).
