@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# `make bench`: ADD/DEL latency through the real kuryr-cni binary against the real neutron-server,
-# in pool mode and in noop mode, and the reference bridge + host-local plugins doing the same kernel
-# work (veth + Linux bridge) as the floor; all rows in one run, printed as one table.
+# `make bench`: every figure of docs/benchmarks.md in one run on one machine, printed as one table and
+# written as docs/bench-results.json and docs/bench.svg (the README shows the plot):
+#   - CNI ADD/DEL latency through the real kuryr-cni binary against the real neutron-server, pool mode
+#     and noop mode, and the reference bridge + host-local plugins doing the same kernel work (veth +
+#     Linux bridge) as the floor; kuryr-cni's exec time, CPU and peak memory;
+#   - agent start-up with 100 and 1000 pre-created ports (time to ready, Neutron requests), resident
+#     memory with 1000 pooled ports and 200 attached pods, the ADD path with every Neutron request held;
+#   - refill: filling an empty pool of 100, draining it with 100 ADDs and refilling it;
+#   - Neutron requests per nested refill batch, on a trunk of the bench's own;
+#   - time until a pod's port is ACTIVE with a real neutron-openvswitch-agent (hack/l2-agent-up.sh),
+#     from the pool and without (noop).
+# BENCH_SKIP (comma-separated: latency,pooled,refill,nested,active) leaves phases out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespaces)" >&2; exit 1; }
 SEQ=${BENCH_SEQUENTIAL:-200}
 BURSTS=${BENCH_BURSTS:-50,100}
-# noop creates a port per pod: on this test neutron-server (no L2 agent) each create also waits for
-# Neutron's failed-binding retries, several seconds, so its phase is smaller to keep the run bounded.
+# noop creates a port per pod: on this test neutron-server (no L2 agent for bench-node) each create also
+# waits for Neutron's failed-binding retries, several seconds, so its phase is smaller to keep the run bounded.
 NOOP_SEQ=${BENCH_NOOP_SEQUENTIAL:-20}
 NOOP_BURSTS=${BENCH_NOOP_BURSTS:-10}
+SKIP=,${BENCH_SKIP:-},
 D=${BENCH_DIR:-/var/tmp/kuryr-bench}
+OUT=${BENCH_RESULTS_DIR:-docs}
 CACHE=${KURYR_CACHE_DIR:-/var/cache/kuryr-test}
 rm -rf "$D" && mkdir -p "$D"
 ROWS=$D/rows.jsonl
+skip() { [[ $SKIP == *,$1,* ]]; }
 [ -x bin/kuryr-agent ] || make --no-print-directory build
 go build -o "$D/bench" ./test/bench
+
+echo "bench: $(nproc) CPUs, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+if awk '{exit !($1 >= 1.5)}' /proc/loadavg; then
+	echo "bench: WARNING: load average above 1.5: other work on this machine skews the figures" >&2
+fi
 
 # Reference plugins (the floor), from the Go module proxy, cached.
 PLUGINS=$CACHE/cni-plugins-v1.9.1
@@ -27,6 +44,7 @@ if [ ! -x "$PLUGINS/bridge" ] || [ ! -x "$PLUGINS/host-local" ]; then
 fi
 
 fixture=$(hack/neutron-up.sh | tail -n1)
+ovsdb=$(hack/ovs-up.sh | tail -n1)
 
 agent=
 stop_agent() {
@@ -85,36 +103,75 @@ PY
 	echo "kuryr-agent ($1) did not become ready:" >&2; tail -20 "$D/agent-$1.log" >&2; exit 1
 }
 
-neutron_requests() { curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_neutron_requests_total/ {s+=$NF} END {print s+0}'; }
+# Neutron requests of the running agent by operation, as "op=count ..." (sorted).
+neutron_requests() {
+	curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_neutron_requests_total/ {
+		match($0, /operation="[^"]*"/); op = substr($0, RSTART + 11, RLENGTH - 12); n[op] += $NF }
+		END { for (o in n) print o "=" n[o] }' | sort
+}
+requests_diff() { # before after: "op=delta ..." of the operations that changed
+	join -t= -a2 -e0 -o 0,1.2,2.2 <(echo "$1") <(echo "$2") | awk -F= '$3 != $2 { printf "%s=%d ", $1, $3 - $2 }'
+}
 
-conf_kuryr=$D/kuryr.conflist
-echo "{\"cniVersion\":\"1.1.0\",\"name\":\"kuryr\",\"plugins\":[{\"type\":\"kuryr-cni\",\"socketPath\":\"$D/cni.sock\",\"logFile\":\"$D/kuryr-cni.log\"}]}" > "$conf_kuryr"
+bench=("$D/bench" -out "$ROWS" -cache-dir "$D/cache")
 
-# Fill the pool so that every pod finds a port, as an operator sizes a pool for the pod churn of a
-# node; the ports released by the sequential phase are recycled in a second and serve the bursts.
-fill="bin/kuryr-pools --socket $D/manage.sock create --trunks bench-node --force -n"
-echo "== kuryr, pool mode (bare metal ports, veth + Linux bridge)" >&2
-start_agent neutron
-$fill "$SEQ" >&2
-before=$(neutron_requests)
-"$D/bench" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin bin -cache-dir "$D/cache" -sequential "$SEQ" -bursts "$BURSTS" \
-	-before-burst "sleep 3" -out "$ROWS" >&2
-echo "neutron requests by the agent during the pool-mode run (incl. refills and async renames): $(( $(neutron_requests) - before ))" >&2
-stop_agent
+if ! skip latency; then
+	conf_kuryr=$D/kuryr.conflist
+	echo "{\"cniVersion\":\"1.1.0\",\"name\":\"kuryr\",\"plugins\":[{\"type\":\"kuryr-cni\",\"socketPath\":\"$D/cni.sock\",\"logFile\":\"$D/kuryr-cni.log\"}]}" > "$conf_kuryr"
 
-echo "== kuryr, noop mode (a port created per pod on the real neutron-server)" >&2
-start_agent noop
-"$D/bench" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin bin -cache-dir "$D/cache" -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" -out "$ROWS" >&2
-stop_agent
+	# Fill the pool so that every pod finds a port, as an operator sizes a pool for the pod churn of a
+	# node; the ports released by the sequential phase are recycled in a second and serve the bursts.
+	echo "== kuryr, pool mode (bare metal ports, veth + Linux bridge)" >&2
+	start_agent neutron
+	t0=$(date +%s)
+	free=$(curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_pool_ports\{.*state="free"/ {n += $NF} END {print n + 0}')
+	if [ "$free" -lt "$SEQ" ]; then
+		bin/kuryr-pools --socket "$D/manage.sock" create --trunks bench-node --force -n $((SEQ - free)) >&2
+	fi
+	echo "pool of $SEQ filled in $(( $(date +%s) - t0 )) s (each create waits for Neutron's failed-binding retries: no L2 agent for bench-node)" >&2
+	before=$(neutron_requests)
+	"${bench[@]}" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin bin -sequential "$SEQ" -bursts "$BURSTS" -exec-usage \
+		-before-burst "sleep 3" >&2
+	echo "neutron requests of the agent during the pool-mode run (refills and asynchronous port names, none on the ADD path): $(requests_diff "$before" "$(neutron_requests)")" >&2
+	stop_agent
 
-echo "== reference bridge + host-local (the floor of kernel work)" >&2
-cat > "$D/bridge.conflist" <<CONF
+	echo "== kuryr, noop mode (a port created per pod on the real neutron-server)" >&2
+	start_agent noop
+	"${bench[@]}" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin bin -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" >&2
+	stop_agent
+	"$D/bench" -mode clear -fixture "$fixture" -host bench-node >&2 # the pool-mode ports
+
+	echo "== reference bridge + host-local (the floor of kernel work)" >&2
+	cat > "$D/bridge.conflist" <<CONF
 {"cniVersion":"1.1.0","name":"bench-bridge","plugins":[{"type":"bridge","bridge":"cnibench0","isGateway":true,"ipMasq":false,
  "ipam":{"type":"host-local","ranges":[[{"subnet":"10.251.0.0/16"}]],"dataDir":"$D/ipam"}}]}
 CONF
-"$D/bench" -label bridge -conflist "$D/bridge.conflist" -cni-bin "$PLUGINS" -cache-dir "$D/cache" -sequential "$SEQ" -bursts "$BURSTS" -out "$ROWS" >&2
+	"${bench[@]}" -label bridge -conflist "$D/bridge.conflist" -cni-bin "$PLUGINS" -sequential "$SEQ" -bursts "$BURSTS" >&2
+fi
+
+agentbench=("${bench[@]}" -fixture "$fixture" -bin bin -dir "$D/agents" -ovsdb "$ovsdb")
+if ! skip pooled; then
+	echo "== agent start-up with pre-created ports, memory, the ADD path with Neutron held" >&2
+	"${agentbench[@]}" -mode pooled >&2
+fi
+if ! skip refill; then
+	echo "== refill throughput" >&2
+	"${agentbench[@]}" -mode refill >&2
+fi
+if ! skip nested; then
+	echo "== nested refill batches" >&2
+	"${agentbench[@]}" -mode nested >&2
+fi
+if ! skip active; then
+	echo "== time until ACTIVE with a real neutron-openvswitch-agent" >&2
+	if l2fixture=$(hack/l2-agent-up.sh | tail -n1); then
+		"${agentbench[@]}" -mode active -active-fixture "$l2fixture" >&2
+	else
+		echo "bench: the real L2 agent stack did not start (hack/l2-agent-up.sh): no ACTIVE figures" >&2
+	fi
+fi
 
 echo
-"$D/bench" -report "$ROWS"
+"$D/bench" -mode report -report "$ROWS" -json "$OUT/bench-results.json" -svg "$OUT/bench.svg"
 echo
-echo "rows: $ROWS"
+echo "rows: $ROWS; results: $OUT/bench-results.json, plot: $OUT/bench.svg"

@@ -32,7 +32,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "latency", "latency | pooled | refill | nested | active | report")
+	mode := flag.String("mode", "latency", "latency | pooled | refill | nested | active | report | clear (delete the kuryr ports of -host)")
 	label := flag.String("label", "kuryr-pool", "latency: name of this set of rows")
 	conflist := flag.String("conflist", "", "latency: the network configuration list (file)")
 	binDirs := flag.String("cni-bin", "bin", "colon-separated plugin directories")
@@ -68,6 +68,15 @@ func main() {
 		}
 	case "latency":
 		runLatency(*label, *conflist, *binDirs, *cacheDir, *sequential, *bursts, *before, *execUsage, *out)
+	case "clear":
+		ctx := context.Background()
+		_, c, err := env.neutron(ctx, env.fixture)
+		if err == nil {
+			err = clearHost(ctx, c, env.host)
+		}
+		if err != nil {
+			fail(err)
+		}
 	case "pooled", "refill", "nested", "active":
 		env.out = *out
 		ctx := context.Background()
