@@ -28,6 +28,9 @@ rm -rf "$D" && mkdir -p "$D"
 ROWS=$D/rows.jsonl
 skip() { [[ $SKIP == *,$1,* ]]; }
 [ -x bin/kuryr-agent ] || make --no-print-directory build
+# A copy: others may rebuild bin/ while the bench runs.
+mkdir -p "$D/bin" && cp bin/kuryr-agent bin/kuryr-cni bin/kuryr-pools "$D/bin/"
+BIN=$D/bin
 go build -o "$D/bench" ./test/bench
 
 echo "bench: $(nproc) CPUs, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -93,7 +96,7 @@ project = {f['project']}
 pod_subnet = {f['podSubnet']}
 pod_security_groups = {','.join(f['securityGroups'])}""")
 PY
-	bin/kuryr-agent --standalone --config-file "$D/kuryr.conf" --node-name bench-node > "$D/agent-$1.log" 2>&1 &
+	"$BIN/kuryr-agent" --standalone --config-file "$D/kuryr.conf" --node-name bench-node > "$D/agent-$1.log" 2>&1 &
 	agent=$!
 	for _ in $(seq 1 600); do
 		curl -sf http://127.0.0.1:28090/ready >/dev/null 2>&1 && return 0
@@ -125,21 +128,24 @@ if ! skip latency; then
 	start_agent neutron
 	t0=$(date +%s)
 	free=$(curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_pool_ports\{.*state="free"/ {n += $NF} END {print n + 0}')
-	if [ "$free" -lt "$SEQ" ]; then
-		bin/kuryr-pools --socket "$D/manage.sock" create --trunks bench-node --force -n $((SEQ - free)) >&2
-	fi
-	echo "pool of $SEQ filled in $(( $(date +%s) - t0 )) s (each create waits for Neutron's failed-binding retries: no L2 agent for bench-node)" >&2
+	# In bulk requests of 10: each port waits for Neutron's failed-binding retries (no L2 agent for
+	# bench-node), seconds a port, so the ports stay bound to bench-node for the next run.
+	while [ "$free" -lt "$SEQ" ]; do
+		n=$((SEQ - free < 10 ? SEQ - free : 10))
+		"$BIN/kuryr-pools" --socket "$D/manage.sock" create --trunks bench-node --force -n "$n" -t 900 >&2
+		free=$((free + n))
+	done
+	echo "pool of $SEQ filled in $(( $(date +%s) - t0 )) s" >&2
 	before=$(neutron_requests)
-	"${bench[@]}" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin bin -sequential "$SEQ" -bursts "$BURSTS" -exec-usage \
+	"${bench[@]}" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$SEQ" -bursts "$BURSTS" -exec-usage \
 		-before-burst "sleep 3" >&2
 	echo "neutron requests of the agent during the pool-mode run (refills and asynchronous port names, none on the ADD path): $(requests_diff "$before" "$(neutron_requests)")" >&2
 	stop_agent
 
 	echo "== kuryr, noop mode (a port created per pod on the real neutron-server)" >&2
 	start_agent noop
-	"${bench[@]}" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin bin -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" >&2
+	"${bench[@]}" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" >&2
 	stop_agent
-	"$D/bench" -mode clear -fixture "$fixture" -host bench-node >&2 # the pool-mode ports
 
 	echo "== reference bridge + host-local (the floor of kernel work)" >&2
 	cat > "$D/bridge.conflist" <<CONF
@@ -149,7 +155,7 @@ CONF
 	"${bench[@]}" -label bridge -conflist "$D/bridge.conflist" -cni-bin "$PLUGINS" -sequential "$SEQ" -bursts "$BURSTS" >&2
 fi
 
-agentbench=("${bench[@]}" -fixture "$fixture" -bin bin -dir "$D/agents" -ovsdb "$ovsdb")
+agentbench=("${bench[@]}" -fixture "$fixture" -bin "$BIN" -dir "$D/agents" -ovsdb "$ovsdb")
 if ! skip pooled; then
 	echo "== agent start-up with pre-created ports, memory, the ADD path with Neutron held" >&2
 	"${agentbench[@]}" -mode pooled >&2
