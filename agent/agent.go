@@ -126,6 +126,7 @@ func Run(ctx context.Context, o Options) error {
 		d := defNetworks.Default()
 		def = &d
 	}
+	removeKilledWrites(cfg.CNIDaemon.CheckpointPath)
 	ckpt, err := OpenCheckpoint(cfg.CNIDaemon.CheckpointPath)
 	if err != nil {
 		return err

@@ -92,6 +92,16 @@ type groupSync struct {
 	err  error
 }
 
+// removeKilledWrites removes the temporary files of checkpoint writes that a kill cut short (their
+// deferred remove never ran): without it every such crash leaves one more. Only the agent that owns
+// the checkpoint may call it, before it writes: another reader would remove a write in flight.
+func removeKilledWrites(path string) {
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*"))
+	for _, tmp := range tmps {
+		_ = os.Remove(tmp)
+	}
+}
+
 // OpenCheckpoint loads path, or starts empty when it does not exist.
 func OpenCheckpoint(path string) (*Checkpoint, error) {
 	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}, writeHook: crashpoint.Func("checkpoint-rename")}

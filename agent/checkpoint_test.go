@@ -78,6 +78,27 @@ func TestCheckpointCrashBeforeRenameKeepsTheOldState(t *testing.T) {
 	}
 }
 
+// TestCheckpointRemovesTempFilesOfKilledWrites: a write killed before its rename leaves its temporary
+// file behind (SIGKILL runs no deferred remove); the next agent start removes it.
+func TestCheckpointRemovesTempFilesOfKilledWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "checkpoint.json")
+	left := filepath.Join(dir, ".checkpoint.json.tmp-12345")
+	other := filepath.Join(dir, ".other.json.tmp-1")
+	for _, f := range []string{left, other} {
+		if err := os.WriteFile(f, []byte(`{"version":1`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeKilledWrites(path)
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("%s still there (%v)", left, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("another file's temporary file was removed: %v", err)
+	}
+}
+
 func TestCheckpointRefusesCorruptOrForeignFiles(t *testing.T) {
 	for name, content := range map[string]string{
 		"corrupt":        `{"version":1,"attachments":[`,
