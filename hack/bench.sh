@@ -59,7 +59,7 @@ stop_agent() {
 cleanup() { stop_agent; ip link del kuryrbench0 2>/dev/null || true; ip link del cnibench0 2>/dev/null || true; }
 trap cleanup EXIT
 
-start_agent() { # $1 = pool driver (neutron | noop)
+start_agent() { # $1 = pool driver (neutron | noop), $2 = node
 	cat > "$D/kuryr.conf" <<CONF
 [kubernetes]
 vif_pool_driver = $1
@@ -96,7 +96,7 @@ project = {f['project']}
 pod_subnet = {f['podSubnet']}
 pod_security_groups = {','.join(f['securityGroups'])}""")
 PY
-	"$BIN/kuryr-agent" --standalone --config-file "$D/kuryr.conf" --node-name bench-node > "$D/agent-$1.log" 2>&1 &
+	"$BIN/kuryr-agent" --standalone --config-file "$D/kuryr.conf" --node-name "$2" > "$D/agent-$1.log" 2>&1 &
 	agent=$!
 	for _ in $(seq 1 600); do
 		curl -sf http://127.0.0.1:28090/ready >/dev/null 2>&1 && return 0
@@ -122,20 +122,23 @@ if ! skip latency; then
 	conf_kuryr=$D/kuryr.conflist
 	echo "{\"cniVersion\":\"1.1.0\",\"name\":\"kuryr\",\"plugins\":[{\"type\":\"kuryr-cni\",\"socketPath\":\"$D/cni.sock\",\"logFile\":\"$D/kuryr-cni.log\"}]}" > "$conf_kuryr"
 
-	# Fill the pool so that every pod finds a port, as an operator sizes a pool for the pod churn of a
-	# node; the ports released by the sequential phase are recycled in a second and serve the bursts.
+	# Fill the pool so that every pod finds a free port, as an operator sizes a pool for the pod churn
+	# of a node: the sequential pods and each burst take fresh ports (a released port is recycled with
+	# a Neutron update, which on this server waits out the failed-binding retries again).
 	echo "== kuryr, pool mode (bare metal ports, veth + Linux bridge)" >&2
-	start_agent neutron
+	start_agent neutron bench-node
+	want=$SEQ
+	for b in ${BURSTS//,/ }; do want=$((want + b)); done
 	t0=$(date +%s)
 	free=$(curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_pool_ports\{.*state="free"/ {n += $NF} END {print n + 0}')
 	# In bulk requests of 10: each port waits for Neutron's failed-binding retries (no L2 agent for
 	# bench-node), seconds a port, so the ports stay bound to bench-node for the next run.
-	while [ "$free" -lt "$SEQ" ]; do
-		n=$((SEQ - free < 10 ? SEQ - free : 10))
+	while [ "$free" -lt "$want" ]; do
+		n=$((want - free < 10 ? want - free : 10))
 		"$BIN/kuryr-pools" --socket "$D/manage.sock" create --trunks bench-node --force -n "$n" -t 900 >&2
 		free=$((free + n))
 	done
-	echo "pool of $SEQ filled in $(( $(date +%s) - t0 )) s" >&2
+	echo "pool of $want filled in $(( $(date +%s) - t0 )) s" >&2
 	before=$(neutron_requests)
 	"${bench[@]}" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$SEQ" -bursts "$BURSTS" -exec-usage \
 		-before-burst "sleep 3" >&2
@@ -143,7 +146,7 @@ if ! skip latency; then
 	stop_agent
 
 	echo "== kuryr, noop mode (a port created per pod on the real neutron-server)" >&2
-	start_agent noop
+	start_agent noop bench-noop # its own node: a noop agent deletes the ports it finds
 	"${bench[@]}" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" >&2
 	stop_agent
 
