@@ -96,6 +96,7 @@ type agentProc struct {
 	manageSock string
 	runner     *cnirun.Runner
 	flags      []string
+	cluster    string // [kubernetes] cluster_name
 }
 
 var portBase = 31000
@@ -121,6 +122,7 @@ func startAgentWith(t *testing.T, n *neutronEnv, node, vifType, extra string, fl
 		cniSocket: filepath.Join(dir, "cni.sock"), manageSock: filepath.Join(dir, "manage.sock")}
 	bridge := "kuryrt" + fmt.Sprint(portBase%10000)
 	clusterID := portBase
+	a.cluster = fmt.Sprintf("node-test-%d", clusterID)
 	poolMin := 3
 	if strings.Contains(extra, "#empty-pool") {
 		poolMin = 0
