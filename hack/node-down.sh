@@ -15,6 +15,10 @@ STATE=${KURYR_STATE_DIR:-/var/tmp/kuryr-test}/node
 CTRD=$STATE/containerd
 SOCK=$CTRD/containerd.sock
 
+stop_pidfile "$STATE/l2agent/agent.pid" neutron-openvswitch-agent 30
+for br in br-kn br-kntun; do
+	ovs-vsctl --db="unix:${KURYR_STATE_DIR:-/var/tmp/kuryr-test}/ovs/db.sock" --timeout=10 --if-exists del-br "$br" 2>/dev/null || true
+done
 stop_pidfile "$STATE/kubelet.pid" kubelet 30
 stop_pidfile "$STATE/kube-controller-manager.pid" kube-controller-manager 30
 

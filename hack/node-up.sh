@@ -199,6 +199,63 @@ start_daemon kubelet "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" \
 wait_until 60 "Node $NODE registered" "${KUBECTL[@]}" get node "$NODE" ||
 	{ tail -30 "$STATE/kubelet.log" >&2; die "the kubelet did not register Node $NODE"; }
 
+# --- issue 7 §6: a real neutron-openvswitch-agent for this node. hack/l2-agent-up.sh gives RabbitMQ
+# and a second neutron-server (with an agent of its own for make bench's host); a second agent here
+# binds ports of host $NODE on bridges of its own (br-kn, br-kntun, OpenFlow on 127.0.0.1:6634) in
+# the same userspace OVS, so ports of this node turn ACTIVE once plugged. KURYR_NODE_L2=0 skips it.
+L2_FIXTURE=
+if [ "${KURYR_NODE_L2:-1}" = 1 ]; then
+	L2_FIXTURE=$("$HACK/l2-agent-up.sh" | tail -n1)
+	L2_ENDPOINT=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoint"])' "$L2_FIXTURE")
+	L2_PROJECT=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["project"])' "$L2_FIXTURE")
+	OVSDB=$("$HACK/ovs-up.sh" | tail -n1)
+	mkdir -p "$STATE/l2agent/state" "$STATE/l2agent/lock"
+	cat >"$STATE/l2agent/agent.conf" <<EOF
+[DEFAULT]
+host = $NODE
+transport_url = rabbit://guest:guest@127.0.0.1:5672/
+log_file = $STATE/l2agent/agent.log
+state_path = $STATE/l2agent/state
+[oslo_concurrency]
+lock_path = $STATE/l2agent/lock
+[agent]
+root_helper =
+tunnel_types = vxlan
+l2_population = False
+report_interval = 10
+[ovs]
+integration_bridge = br-kn
+tunnel_bridge = br-kntun
+int_peer_patch_port = patch-kntun
+tun_peer_patch_port = patch-knint
+datapath_type = netdev
+ovsdb_connection = $OVSDB
+local_ip = 127.0.0.1
+of_listen_address = 127.0.0.1
+of_listen_port = ${KURYR_NODE_L2_OF_PORT:-6634}
+[securitygroup]
+firewall_driver = openvswitch
+enable_security_group = True
+EOF
+	l2_sum=$(sha256sum <"$STATE/l2agent/agent.conf" | cut -d' ' -f1)
+	l2_alive() {
+		curl -fsS -m 5 -H "X-Project-Id: $L2_PROJECT" -H 'X-Roles: admin' "${L2_ENDPOINT}v2.0/agents?host=$NODE&alive=true" |
+			"$PY" -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["agents"] else 1)'
+	}
+	if pid_alive "$STATE/l2agent/agent.pid" && [ "$(cat "$STATE/l2agent/agent.sum" 2>/dev/null)" = "$l2_sum" ]; then
+		log "neutron-openvswitch-agent for $NODE: reusing the running one (pid $(cat "$STATE/l2agent/agent.pid"))"
+	else
+		stop_pidfile "$STATE/l2agent/agent.pid" neutron-openvswitch-agent 30
+		log "neutron-openvswitch-agent for $NODE (br-kn on $OVSDB, server $L2_ENDPOINT): starting (log: $STATE/l2agent/agent.log)"
+		ovs_dir=${OVSDB#unix:}
+		OVS_RUNDIR=${ovs_dir%/*} setsid neutron-openvswitch-agent --config-file "$STATE/l2agent/agent.conf" \
+			</dev/null >>"$STATE/l2agent/agent.stdout" 2>&1 3>&- &
+		echo $! >"$STATE/l2agent/agent.pid"
+		echo "$l2_sum" >"$STATE/l2agent/agent.sum"
+	fi
+	wait_until 180 "the L2 agent of $NODE alive" l2_alive || { tail -20 "$STATE/l2agent/agent.log" >&2; die "the L2 agent of $NODE did not report"; }
+fi
+
 # --- what the tests need
 cat >"$STATE/env.tmp" <<EOF
 KURYR_TEST_NODE_NAME=$NODE
@@ -210,6 +267,9 @@ KURYR_TEST_NODE_CONTAINERD_SOCK=$SOCK
 KURYR_TEST_NODE_PAUSE_IMAGE=$PAUSE_IMAGE
 KURYR_TEST_NODE_WORKLOAD_IMAGE=$WORKLOAD_IMAGE
 KURYR_TEST_NODE_KUBELET_LOG=$STATE/kubelet.log
+KURYR_TEST_NODE_L2_FIXTURE=$L2_FIXTURE
+KURYR_TEST_NODE_L2_BRIDGE=br-kn
+KURYR_TEST_NODE_L2_AGENT_LOG=$STATE/l2agent/agent.log
 EOF
 mv -f "$STATE/env.tmp" "$STATE/env"
 log "node $NODE up in $(($(date +%s) - t0))s (NotReady until a kuryr-agent installs its conflist); env:"

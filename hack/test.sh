@@ -18,7 +18,7 @@ step "starting Open vSwitch (userspace datapath)"
 export KURYR_TEST_OVSDB=$(hack/ovs-up.sh | tail -n1)
 step "building (cached) and starting kube-apiserver + etcd"
 export KURYR_TEST_KUBECONFIG=$(hack/kube-up.sh | tail -n1)
-step "starting a kubelet node: containerd, kubelet, kube-controller-manager (test/fullnode)"
+step "starting a kubelet node: containerd, kubelet, kube-controller-manager, a real L2 agent (test/fullnode)"
 export KURYR_TEST_NODE=$(hack/node-up.sh | tail -n1)
 
 step "build and --version of every binary"
