@@ -36,6 +36,7 @@ import (
 	"github.com/kuryr-pools/kuryr/manage"
 	"github.com/kuryr-pools/kuryr/neutron"
 	"github.com/kuryr-pools/kuryr/neutron/fakeneutron"
+	"github.com/kuryr-pools/kuryr/test/invariant"
 	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
@@ -71,6 +72,11 @@ func TestMain(m *testing.M) {
 // node is what hack/node-up.sh says about the node it runs.
 type node struct {
 	Name, Kubeconfig, CNIBinDir, CNIConfDir, WorkloadImage, KubeletLog string
+	// L2Fixture is the Neutron of the real L2 agent that binds this node's ports on L2Bridge
+	// (empty: node-up.sh ran without it).
+	L2Fixture, L2Bridge, L2AgentLog string
+	// ContainerdSocket is the node's containerd: the runtime's view of the live pods.
+	ContainerdSocket string
 }
 
 func loadNode(t *testing.T) node {
@@ -91,8 +97,10 @@ func loadNode(t *testing.T) node {
 		}
 	}
 	n := node{Name: env["KURYR_TEST_NODE_NAME"], Kubeconfig: env["KURYR_TEST_NODE_KUBECONFIG"], CNIBinDir: env["KURYR_TEST_NODE_CNI_BIN_DIR"],
-		CNIConfDir: env["KURYR_TEST_NODE_CNI_CONF_DIR"], WorkloadImage: env["KURYR_TEST_NODE_WORKLOAD_IMAGE"], KubeletLog: env["KURYR_TEST_NODE_KUBELET_LOG"]}
-	if n.Name == "" || n.Kubeconfig == "" || n.CNIBinDir == "" || n.CNIConfDir == "" || n.WorkloadImage == "" {
+		CNIConfDir: env["KURYR_TEST_NODE_CNI_CONF_DIR"], WorkloadImage: env["KURYR_TEST_NODE_WORKLOAD_IMAGE"], KubeletLog: env["KURYR_TEST_NODE_KUBELET_LOG"],
+		L2Fixture: env["KURYR_TEST_NODE_L2_FIXTURE"], L2Bridge: env["KURYR_TEST_NODE_L2_BRIDGE"],
+		L2AgentLog: env["KURYR_TEST_NODE_L2_AGENT_LOG"], ContainerdSocket: env["KURYR_TEST_NODE_CONTAINERD_SOCK"]}
+	if n.Name == "" || n.Kubeconfig == "" || n.CNIBinDir == "" || n.CNIConfDir == "" || n.WorkloadImage == "" || n.ContainerdSocket == "" {
 		t.Fatalf("%s (%s) is incomplete: %q; rerun hack/node-up.sh", path, NodeEnv, b)
 	}
 	return n
@@ -100,11 +108,12 @@ func loadNode(t *testing.T) node {
 
 // env is one run of the suite: the node, its clients and the Neutron fixture.
 type env struct {
-	node  node
-	kc    kubernetes.Interface
-	nc    *neutron.Client
-	fx    fakeneutron.Fixture
-	ovsdb string // the userspace OVS of hack/ovs-up.sh, with br-int
+	node   node
+	kc     kubernetes.Interface
+	nc     *neutron.Client
+	fx     fakeneutron.Fixture
+	ovsdb  string // the userspace OVS of hack/ovs-up.sh
+	bridge string // the OVS bridge the node's ports are plugged into
 }
 
 func newEnv(t *testing.T) *env {
@@ -117,14 +126,43 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	// Ports bound to a host without a (registered) L2 agent fail binding slowly; the fixture
-	// registers one for each of its bare-metal hosts.
+	// registers an emulated one for each of its bare-metal hosts.
 	testutil.Require(t, slices.Contains(fx.BareMetalHosts, n.Name), fmt.Sprintf("the Neutron fixture has no bare-metal host %s (rerun hack/neutron-up.sh)", n.Name))
+	return connect(t, n, fx, "br-int")
+}
+
+// newL2Env is the node with hack/l2-agent-up.sh's neutron-server instead, where a real
+// neutron-openvswitch-agent (started by hack/node-up.sh) binds the node's ports on bridge
+// n.L2Bridge and reports them ACTIVE once plugged.
+func newL2Env(t *testing.T) *env {
+	t.Helper()
+	n := loadNode(t)
+	testutil.Require(t, n.L2Fixture != "", "hack/node-up.sh ran without the real L2 agent (KURYR_NODE_L2=0)")
+	b, err := os.ReadFile(n.L2Fixture)
+	if err != nil {
+		testutil.Require(t, false, fmt.Sprintf("the L2 agent's Neutron fixture: %v (rerun hack/node-up.sh)", err))
+	}
+	// Its fixture has the fields of fakeneutron.Fixture that a bare-metal agent needs.
+	var fx fakeneutron.Fixture
+	if err := json.Unmarshal(b, &fx); err != nil {
+		t.Fatalf("%s: %v", n.L2Fixture, err)
+	}
+	if fx.Endpoint == "" || fx.Project == "" || fx.PodSubnet == "" {
+		t.Fatalf("%s is incomplete: %s", n.L2Fixture, b)
+	}
+	return connect(t, n, fx, n.L2Bridge)
+}
+
+// connect checks the OVS bridge the node's ports are plugged into, holds the node for the test and
+// makes the Neutron and Kubernetes clients.
+func connect(t *testing.T, n node, fx fakeneutron.Fixture, bridge string) *env {
+	t.Helper()
 	ovsdb := os.Getenv("KURYR_TEST_OVSDB")
 	if ovsdb == "" {
 		ovsdb = "unix:/var/tmp/kuryr-test/ovs/db.sock"
 	}
-	err = exec.Command("ovs-vsctl", "--db="+ovsdb, "--timeout=10", "br-exists", "br-int").Run()
-	testutil.Require(t, err == nil, "userspace OVS with br-int (hack/ovs-up.sh) is not running at "+ovsdb)
+	err := exec.Command("ovs-vsctl", "--db="+ovsdb, "--timeout=10", "br-exists", bridge).Run()
+	testutil.Require(t, err == nil, fmt.Sprintf("userspace OVS with %s (hack/ovs-up.sh, hack/node-up.sh) is not running at %s", bridge, ovsdb))
 	lockHost(t, n.Name)
 	nc, err := neutron.NewClient(context.Background(), neutron.ClientOptions{AuthType: "none", EndpointOverride: fx.Endpoint, ProjectID: fx.Project}, "kuryr-fullnode-test")
 	if err != nil {
@@ -139,7 +177,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{node: n, kc: kc, nc: nc, fx: fx, ovsdb: ovsdb}
+	return &env{node: n, kc: kc, nc: nc, fx: fx, ovsdb: ovsdb, bridge: bridge}
 }
 
 // lockHost holds the node for the test: a second run on this machine waits for the first.
@@ -482,4 +520,53 @@ func fileTail(path string, n int) string {
 	defer f.Close()
 	b, _ := io.ReadAll(f)
 	return tail(string(b), n)
+}
+
+// liveSandboxes is what the runtime holds: containerd's pod sandboxes with a running task, each
+// with its network namespace (eth0 is the interface the CNI plugin was asked for).
+func (e *env) liveSandboxes(ctx context.Context) ([]invariant.Container, error) {
+	ctr := func(args ...string) ([]byte, error) {
+		out, err := exec.CommandContext(ctx, "ctr", append([]string{"-a", e.node.ContainerdSocket, "-n", "k8s.io"}, args...)...).Output()
+		if err != nil {
+			return nil, fmt.Errorf("ctr %s: %w", strings.Join(args, " "), err)
+		}
+		return out, nil
+	}
+	out, err := ctr("tasks", "ls")
+	if err != nil {
+		return nil, err
+	}
+	running := map[string]bool{}
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "RUNNING" {
+			running[f[0]] = true
+		}
+	}
+	var live []invariant.Container
+	for id := range running {
+		out, err := ctr("containers", "info", id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		var info struct {
+			Labels map[string]string `json:"Labels"`
+			Spec   struct {
+				Linux struct {
+					Namespaces []struct{ Type, Path string } `json:"namespaces"`
+				} `json:"linux"`
+			} `json:"Spec"`
+		}
+		if err := json.Unmarshal(out, &info); err != nil {
+			return nil, fmt.Errorf("ctr containers info %s: %w", id, err)
+		}
+		if info.Labels["io.cri-containerd.kind"] != "sandbox" {
+			continue
+		}
+		for _, n := range info.Spec.Linux.Namespaces {
+			if n.Type == "network" {
+				live = append(live, invariant.Container{ContainerID: id, IfName: "eth0", Netns: n.Path})
+			}
+		}
+	}
+	return live, nil
 }
