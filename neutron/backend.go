@@ -119,6 +119,9 @@ func (b *common) debug(ctx context.Context, msg string, kv ...any) {
 func (b *common) ResetPort(ctx context.Context, p pool.Port) error {
 	name, dev := pool.AvailablePortName, ""
 	if _, err := b.c.UpdatePort(ctx, p.ID, 0, PortUpdate{Name: &name, DeviceID: &dev}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("reset port %s: %w: %w", p.ID, pool.ErrPortGone, err)
+		}
 		return fmt.Errorf("reset port %s: %w", p.ID, err)
 	}
 	b.debug(ctx, "Port reset for its pool", "port", p.ID, "pool", p.Key)

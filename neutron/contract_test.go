@@ -784,7 +784,9 @@ func testBackendUpdates(t *testing.T, e *env) {
 			t.Errorf("%s on a deleted port: %v, want an error naming the port", name, err)
 		}
 	}
-	_ = http.StatusOK
+	if err := b.ResetPort(e.ctx, p); !errors.Is(err, pool.ErrPortGone) {
+		t.Errorf("ResetPort on a deleted port: %v, want pool.ErrPortGone (the pools forget it)", err)
+	}
 }
 
 // testOverQuota: a bulk create past the project's port quota fails as a whole with ErrOverQuota

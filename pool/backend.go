@@ -49,6 +49,7 @@ type Backend interface {
 	// It returns the ports it could not delete, with the reason.
 	DeletePorts(ctx context.Context, ports []Port) map[string]error
 	// ResetPort gives a recycled port its pool identity back: name AvailablePortName, device_id "".
+	// A port that no longer exists gives an error that Is ErrPortGone.
 	ResetPort(ctx context.Context, p Port) error
 	// UpdateSGs rewrites the security groups of a port, failing rather than overwriting a concurrent
 	// change (revision_number / If-Match).

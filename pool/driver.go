@@ -25,6 +25,10 @@ const (
 // (kuryr's ResourceNotReady): before that, a free port might be one the checkpoint says is in use.
 var ErrNotReady = errors.New("pools not loaded yet")
 
+// ErrPortGone is what a Backend returns for a port that no longer exists in Neutron (deleted
+// behind the agent's back): the pools forget it instead of retrying it forever.
+var ErrPortGone = errors.New("port no longer exists")
+
 // refillWaitReason is PoolEmptyError.Reason and the OnWait reason while no refill of the key failed.
 const refillWaitReason = "refill in flight"
 

@@ -247,6 +247,11 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 	}
 	defer func() { <-d.ioSem }()
 	if err := d.b.ResetPort(ctx, p); err != nil {
+		if errors.Is(err, ErrPortGone) {
+			klog.FromContext(ctx).Info("a port being recycled was deleted outside the agent; forgotten", "port", p.ID)
+			d.e.RecycleGone(p.ID)
+			return
+		}
 		d.n.recycleFail.Add(1)
 		d.e.RecycleFailed(p.ID)
 		if ctx.Err() == nil {

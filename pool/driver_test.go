@@ -801,3 +801,26 @@ func TestDriverOnRefillError(t *testing.T) {
 		t.Errorf("OnRefillError heard %v, want the quota error twice", heard)
 	}
 }
+
+// A port deleted outside the agent while it cools is forgotten when its recycle finds it gone,
+// instead of failing on every tick.
+func TestDriverRecycleOfAGonePort(t *testing.T) {
+	f := newFakeBackend()
+	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Batch: 1}})
+	dt.recover(nil, nil)
+	dt.d.EnsurePool(drvKey, drvSubs, drvSGa)
+	if _, _, err := dt.d.Populate(dt.ctx, drvKey, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	p := dt.acquire("c1/eth0", drvSGa)
+	if _, err := dt.d.Release("c1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	f.view(func(f *fakeBackend) { f.resetErr = fmt.Errorf("reset port %s: %w: 404", p.ID, ErrPortGone) })
+	dt.run()
+	dt.tick()
+	waitFor(t, "the gone port forgotten", func() bool { return dt.state(p.ID) == "" })
+	if s := dt.d.Stats(drvKey); s != (Stats{}) || dt.d.Counters().RecycleFailures != 0 {
+		t.Errorf("stats %+v, recycle failures %d; want nothing left and no failure counted", s, dt.d.Counters().RecycleFailures)
+	}
+}

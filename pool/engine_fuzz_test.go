@@ -284,6 +284,8 @@ func (f *engineFuzz) step() error {
 		ok := f.pick(3) != 0
 		f.tracef("report(op %d, %s, ok %v)", op, id, ok)
 		switch {
+		case op == 7 && ok && f.pick(4) == 0: // deleted behind the agent's back
+			e.RecycleGone(id)
 		case op == 7 && ok:
 			e.Recycled(id)
 		case op == 7:

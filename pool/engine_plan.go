@@ -188,6 +188,16 @@ func (e *Engine) Recycled(portID string) {
 	}
 }
 
+// RecycleGone reports that a recycling port no longer exists in Neutron: the engine forgets it.
+func (e *Engine) RecycleGone(portID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en := e.ports[portID]; en != nil && en.state == StateRecycling {
+		en.pool.n.Recycling--
+		delete(e.ports, portID)
+	}
+}
+
 // RecycleFailed reports that resetting a recycling port failed: the next Tick plans it again.
 func (e *Engine) RecycleFailed(portID string) {
 	e.mu.Lock()
