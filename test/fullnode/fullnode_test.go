@@ -97,7 +97,9 @@ func (s *scenario) deployment(t *testing.T) {
 	adds := s.addsSince(t)
 	t0 := time.Now()
 	s.createDeployment(t, replicas)
-	s.pods = s.waitRunning(t, replicas, 3*time.Minute)
+	// The first pods wait for a refill: on a neutron-server loaded by the other suites a bulk
+	// create has taken over a minute, and the driver retries after its one-minute timeout.
+	s.pods = s.waitRunning(t, replicas, 5*time.Minute)
 	t.Logf("%d pods Running %s after the Deployment was created; %s; %s", replicas, time.Since(t0).Round(time.Millisecond), s.clock.latencies(s.pods), adds())
 	s.checkConsistent(t, 30*time.Second)
 	t.Logf("Neutron port create requests for the first pods (empty pool): %d", s.a.portCreates(t)-creates)

@@ -23,7 +23,7 @@ func TestFullNodeL2Agent(t *testing.T) {
 	active := watchActive(t, e)
 	t0 := time.Now()
 	s.createDeployment(t, n)
-	s.pods = s.waitRunning(t, n, 3*time.Minute)
+	s.pods = s.waitRunning(t, n, 5*time.Minute)
 	t.Logf("%d pods Running %s after the Deployment was created; %s", n, time.Since(t0).Round(time.Millisecond), s.clock.latencies(s.pods))
 	s.checkConsistent(t, 30*time.Second)
 
@@ -53,8 +53,8 @@ func TestFullNodeL2Agent(t *testing.T) {
 		seen, running := s.clock.seen[p.Name], s.clock.running[p.Name]
 		s.clock.mu.Unlock()
 		at, _ := active.at(portOf[p.Name])
-		t.Logf("pod %s: Running %s after it was created; its port ACTIVE %s after the pod was Running (%s after it was created; polled every 200ms)",
-			p.Name, running.Sub(seen).Round(time.Millisecond), at.Sub(running).Round(time.Millisecond), at.Sub(seen).Round(time.Millisecond))
+		t.Logf("pod %s: Running %s after it was created; its port ACTIVE %s after it was created (%s relative to Running, whose status update may come later; polled every 200ms)",
+			p.Name, running.Sub(seen).Round(time.Millisecond), at.Sub(seen).Round(time.Millisecond), at.Sub(running).Round(time.Millisecond))
 	}
 
 	// The agent, not kuryr, gives a bound port's OVS port its local VLAN tag.
