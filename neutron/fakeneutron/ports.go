@@ -432,7 +432,7 @@ func (s *Server) updatePort(q *request, p *port) (int, any, error) {
 
 func (s *Server) deletePort(p *port) (int, any, error) {
 	if p.deviceOwner == routerInterfaceOwner {
-		return 0, nil, conflict("L3PortInUse", "Port %s has owner %s and therefore cannot be deleted directly via the port API.", p.id, p.deviceOwner)
+		return 0, nil, conflict("ServicePortInUse", "Port %s cannot be deleted directly via the port API: has device owner %s.", p.id, p.deviceOwner)
 	}
 	if t := s.trunkOfParent(p.id); t != nil {
 		return 0, nil, conflict("PortInUseAsTrunkParent", "Port %s is currently a parent port for trunk %s.", p.id, t.id)

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 )
@@ -29,7 +31,10 @@ func NewRunner(conflist []byte, cacheDir string, binDirs ...string) (*Runner, er
 	if err != nil {
 		return nil, fmt.Errorf("conflist: %w", err)
 	}
-	return &Runner{List: list, CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, nil)}, nil
+	// An explicit exec: libcni sets its default lazily on first use, a data race when pods are
+	// added from several goroutines.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return &Runner{List: list, CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, exec)}, nil
 }
 
 // Pod is a sandbox: a container ID, a netns and the pod it stands for.
