@@ -38,6 +38,9 @@ func TestCrashPoints(t *testing.T) {
 		agentDown bool
 		// surplus: the pool is populated past ports_pool_max, so that the next tick deletes.
 		surplus bool
+		// drain: the pool's free ports are freed, so that the next tick refills whatever the
+		// earlier points left in it.
+		drain bool
 	}{
 		{name: "add-acquired", nth: 1},
 		{name: "checkpoint-write", nth: 1},
@@ -52,7 +55,7 @@ func TestCrashPoints(t *testing.T) {
 		{name: "del-released", nth: 1},
 		{name: "recycle-reset", nth: 1},
 		{name: "delete-done", nth: 1, surplus: true},
-		{name: "refill-created", nth: 1},
+		{name: "refill-created", nth: 1, drain: true},
 		{name: "recover-released", nth: 1, agentDown: true},
 	}
 	crashes := 0
@@ -80,6 +83,15 @@ func TestCrashPoints(t *testing.T) {
 			resp, err := manage.NewClient(a.manageSock).Do(ctx, "POST", manage.PathPopulate, manage.PopulateRequest{Trunks: []string{a.node}, NumPorts: &n, Force: true}, true)
 			if err != nil && !a.exited() {
 				t.Fatalf("%s: populate past ports_pool_max: %v %s", what, err, respBody(resp))
+			}
+		}
+		if pt.drain {
+			if err := a.waitReady(60 * time.Second); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			resp, err := manage.NewClient(a.manageSock).Do(ctx, "POST", manage.PathFree, manage.FreeRequest{Trunks: []string{a.node}}, true)
+			if err != nil && !a.exited() {
+				t.Fatalf("%s: free the pool: %v %s", what, err, respBody(resp))
 			}
 		}
 		pendingAdd, pendingDel, err := driveUntilDeath(ctx, a, rt, 90*time.Second)
