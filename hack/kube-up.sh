@@ -96,7 +96,10 @@ build_k8s() {
 		done
 		go build -ldflags "$ldf" -o bin/ "${pkgs[@]}"
 	) >"$CACHE/build.log" 2>&1 || { tail -30 "$CACHE/build.log" >&2; die "building kubernetes v$K8S_VERSION failed"; }
-	for b in "${bins[@]}"; do "$work/bin/$b" --version >&2; done
+	for b in "${bins[@]}"; do
+		# kubectl has no --version flag.
+		case $b in kubectl) "$work/bin/$b" version --client >&2 ;; *) "$work/bin/$b" --version >&2 ;; esac
+	done
 	mkdir -p "$BIN"
 	# mv within one file system: a concurrent reader sees the old binary or the new one, never half.
 	for b in "${bins[@]}"; do mv -f "$work/bin/$b" "$BIN/"; done
