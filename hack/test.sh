@@ -41,7 +41,7 @@ step "go vet"
 go vet ./...
 
 step "go test -race ./..."
-go test -race -count=1 -coverprofile=/tmp/kuryr-cover.out ./... 2>&1 | tee /tmp/kuryr-go-test.log
+go test -race -count=1 -timeout 30m -coverprofile=/tmp/kuryr-cover.out ./... 2>&1 | tee /tmp/kuryr-go-test.log
 
 step "coverage of pool/ and config/"
 go test -count=1 -cover ./pool/ ./config/ | tee /tmp/kuryr-cover.log

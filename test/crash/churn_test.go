@@ -13,9 +13,10 @@ import (
 	"github.com/kuryr-pools/kuryr/test/cnirun"
 )
 
-// Churn size: at least this many completed ADD/DEL and SIGKILLs of the agent.
+// Churn size: at least this many pods through a completed ADD and a completed DEL, and this many
+// SIGKILLs of the agent.
 const (
-	churnOps     = 300
+	churnPods    = 300
 	churnKills   = 20
 	churnWorkers = 3 // concurrent pods in flight
 	churnMaxLive = 2 // live pods per worker
@@ -28,7 +29,7 @@ const (
 func TestCrashChurn(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	untaggedBefore, err := e.untaggedOnNetwork(ctx)
 	if err != nil {
@@ -47,7 +48,9 @@ func TestCrashChurn(t *testing.T) {
 	t.Logf("seed %d, node %s", seed, a.node)
 
 	var kills atomic.Int64
-	done := func() bool { return rt.adds.Load()+rt.dels.Load() >= churnOps && kills.Load() >= churnKills }
+	done := func() bool {
+		return rt.adds.Load() >= churnPods && rt.dels.Load() >= churnPods && kills.Load() >= churnKills
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, churnWorkers+1)
 	// The killer: SIGKILL after a random time up and, one time in two, again within 1.5 s of the

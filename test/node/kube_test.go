@@ -57,7 +57,7 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 		t.Fatalf("ADD: %v\n%s", err, a.log())
 	}
 	defer a.runner.Del(ctx, p) //nolint:errcheck // cleanup
-	eventually(t, 20*time.Second, "pod annotated with its port", func() (bool, string) {
+	eventually(t, time.Minute, "pod annotated with its port", func() (bool, string) {
 		got, err := kc.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -69,7 +69,7 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 		}
 		return v.MAC == p.Result.Interfaces[0].Mac && len(v.IPs) == 1 && v.IPs[0] == p.Result.IPs[0].Address.IP.String() && v.PortID != "", raw
 	})
-	eventually(t, 20*time.Second, "WaitingForPort Event on the pod", func() (bool, string) {
+	eventually(t, time.Minute, "WaitingForPort Event on the pod", func() (bool, string) {
 		evs, err := kc.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
 		if err != nil {
 			return false, err.Error()
