@@ -86,6 +86,8 @@ state_path = $STATE/state
 connection = mysql+pymysql://neutron:nt@localhost/neutron?unix_socket=$SOCK&charset=utf8mb4
 [oslo_concurrency]
 lock_path = $STATE/lock
+[experimental]
+linuxbridge = true
 [quotas]
 quota_network = -1
 quota_subnet = -1
@@ -97,7 +99,9 @@ cat >"$STATE/etc/ml2_conf.ini" <<EOF
 [ml2]
 type_drivers = flat,vlan,vxlan,local
 tenant_network_types = vxlan
-mechanism_drivers = openvswitch
+# linuxbridge: make bench's hosts (LB_HOSTS below) get vif_type bridge, the same kernel work as the
+# reference bridge plugin it is compared with.
+mechanism_drivers = openvswitch,linuxbridge
 # tag_ports_during_bulk_creation: without it Neutron answers 201 to a create body with "tags" and
 # silently drops them (checked on this Zed server); kuryr sets its tags in the create request.
 extension_drivers = port_security,tag_ports_during_bulk_creation
@@ -150,13 +154,18 @@ fi
 # a bare-metal agent loads every kuryr port bound to its host; node1 is hack/node-up.sh's kubelet
 # node (test/fullnode); bench1 is make bench's.
 BM_HOSTS=(kuryr-test-bm1 kuryr-test-bm2 kuryr-test-crash1 kuryr-test-crash2 kuryr-test-crash3 kuryr-test-fault1 kuryr-test-fault2 kuryr-test-fault3 kuryr-test-node1 kuryr-test-kube1 kuryr-test-bench1)
-agent_conf='{"bridge_mappings": {"physnet1": "br-ex"}, "tunnel_types": ["vxlan"], "integration_bridge": "br-int", "datapath_type": "system", "ovs_hybrid_plug": false, "l2_population": false, "enable_distributed_routing": false, "ovs_capabilities": {"datapath_types": ["system"], "iface_types": []}}'
-for h in "${BM_HOSTS[@]}"; do
+# make bench's hosts get a Linux bridge agent row instead: the pool (bench-lb1) and noop (bench-lb2, of
+# its own, as a noop agent deletes the ports it finds) plug veth + Linux bridge, as the floor does.
+LB_HOSTS=(kuryr-test-bench-lb1 kuryr-test-bench-lb2)
+fake_agent() { # host, agent_type, binary, configurations
 	mariadb --socket="$SOCK" -uroot neutron -e "INSERT IGNORE INTO agents (id, agent_type, \`binary\`, topic, host,
 	  admin_state_up, created_at, started_at, heartbeat_timestamp, configurations, \`load\`)
-	  VALUES (UUID(), 'Open vSwitch agent', 'neutron-openvswitch-agent', 'N/A', '$h', 1, NOW(), NOW(),
-	  '2099-01-01 00:00:00', '$agent_conf', 0);"
-done
+	  VALUES (UUID(), '$2', '$3', 'N/A', '$1', 1, NOW(), NOW(), '2099-01-01 00:00:00', '$4', 0);"
+}
+ovs_conf='{"bridge_mappings": {"physnet1": "br-ex"}, "tunnel_types": ["vxlan"], "integration_bridge": "br-int", "datapath_type": "system", "ovs_hybrid_plug": false, "l2_population": false, "enable_distributed_routing": false, "ovs_capabilities": {"datapath_types": ["system"], "iface_types": []}}'
+lb_conf='{"interface_mappings": {"physnet1": "eth1"}, "bridge_mappings": {}, "tunnel_types": ["vxlan"], "l2_population": false}'
+for h in "${BM_HOSTS[@]}"; do fake_agent "$h" 'Open vSwitch agent' neutron-openvswitch-agent "$ovs_conf"; done
+for h in "${LB_HOSTS[@]}"; do fake_agent "$h" 'Linux bridge agent' neutron-linuxbridge-agent "$lb_conf"; done
 
 # --- the fixture (found by name first; created only when missing)
 BM_HOSTS="${BM_HOSTS[*]}" NEUTRON_ENDPOINT=$ENDPOINT NEUTRON_PROJECT=$PROJECT FIXTURE=$STATE/fixture.json "$PY" - <<'PYEOF'

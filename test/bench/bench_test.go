@@ -38,7 +38,8 @@ func TestJudge(t *testing.T) {
 	}
 	rows := []Row{
 		lat("kuryr-pool", "sequential-200", 12, 30), lat("bridge", "sequential-200", 10, 20), lat("kuryr-noop", "sequential-20", 300, 400),
-		lat("kuryr-pool", "burst-50", 14, 50), lat("bridge", "burst-50", 10, 20),
+		lat("kuryr-pool", "burst-50", 14, 50), lat("bridge", "burst-50", 10, 20), lat("kuryr-noop", "burst-50", 200, 900),
+		lat("kuryr-pool", "burst-100", 10, 20), lat("kuryr-noop", "burst-10", 900, 900), // other size: not judged
 		valueRow("kuryr-agent", "1000-ports-200-pods", "VmRSS", "MiB", 51, ""),
 		valueRow("kuryr-agent", "1000-ports-0-pods", "VmRSS", "MiB", 60, ""), // not a target row
 		valueRow("kuryr-agent", "add-path", "neutron requests/ADD", "requests", 0, ""),
@@ -58,6 +59,7 @@ func TestJudge(t *testing.T) {
 		"ADD p50 within 1.3x of bridge, burst-50":                 false, // 1.4x
 		"ADD p99 within 2x of bridge, burst-50":                   false, // 2.5x
 		"ADD at least 20x faster than noop, sequential-200":       true,  // 25x
+		"ADD at least 20x faster than noop, burst-50":             false, // 14.3x
 		"agent RSS < 50 MiB, 1000-ports-200-pods":                 false,
 		"no Neutron request on the ADD path":                      true,
 		"2 Neutron requests per nested refill batch":              true,
@@ -71,6 +73,22 @@ func TestJudge(t *testing.T) {
 	for goal, w := range want {
 		if got, ok := met[goal]; !ok || got != w {
 			t.Errorf("%s: met=%v (judged: %v), want %v", goal, got, ok, w)
+		}
+	}
+}
+
+func TestNoopFor(t *testing.T) {
+	lat := func(label, scenario string) Row { return Row{Label: label, Scenario: scenario, Op: "ADD", Unit: "ms"} }
+	rows := []Row{lat("kuryr-noop", "burst-10"), lat("kuryr-noop", "burst-50"), lat("kuryr-noop", "sequential-20")}
+	for _, tc := range []struct{ scenario, want string }{
+		{"burst-50", "burst-50"}, {"burst-100", "burst-10"}, {"sequential-200", "sequential-20"}, {"startup-1", ""},
+	} {
+		got := ""
+		if n := noopFor(rows, lat("kuryr-pool", tc.scenario)); n != nil {
+			got = n.Scenario
+		}
+		if got != tc.want {
+			t.Errorf("noopFor(%s) = %q, want %q", tc.scenario, got, tc.want)
 		}
 	}
 }
