@@ -25,8 +25,7 @@ func CNIHandler(ctx context.Context, s *Service, m *Metrics) http.Handler {
 	handle := func(path string, fn func(context.Context, *cni.Request) (any, error)) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
 			req := &cni.Request{}
-			dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBytes))
-			if err := dec.Decode(req); err != nil {
+			if err := decodeOne(json.NewDecoder(io.LimitReader(r.Body, maxRequestBytes)), req); err != nil {
 				writeCNIError(w, cniError(types.ErrDecodingFailure, "invalid request from kuryr-cni", err))
 				return
 			}
@@ -117,4 +116,16 @@ func serve(ctx context.Context, l net.Listener, h http.Handler, name string) err
 		return nil
 	}
 	return fmt.Errorf("serve %s: %w", name, err)
+}
+
+// decodeOne decodes exactly one JSON value: anything after it (a second object, stray bytes) is an
+// error, not silently ignored.
+func decodeOne(dec *json.Decoder, v any) error {
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }

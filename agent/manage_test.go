@@ -137,7 +137,7 @@ func TestManageAPI(t *testing.T) {
 		{"populate wrong type", "POST", manage.PathPopulate, `{"trunks": "10.0.4.6"}`, 400, "cannot unmarshal string"},
 		{"populate unknown field", "POST", manage.PathPopulate, `{"trunks": ["10.0.4.6"], "nun_ports": 3}`, 400, `unknown field "nun_ports"`},
 		{"populate malformed", "POST", manage.PathPopulate, `{"trunks": [`, 400, "invalid JSON body"},
-		{"populate trailing data", "POST", manage.PathPopulate, `{"trunks": ["10.0.4.6"]} {}`, 400, "data after the object"},
+		{"populate trailing data", "POST", manage.PathPopulate, `{"trunks": ["10.0.4.6"]} {}`, 400, "data after the JSON object"},
 		{"populate with GET", "GET", manage.PathPopulate, `{}`, 405, "Method not allowed."},
 		{"unknown endpoint", "POST", "/dropPools", `{}`, 404, "Method not allowed."},
 		{"free one", "POST", manage.PathFree, `{"trunks": ["10.0.4.6"]}`, 200, "Ports pool belonging to ['10.0.4.6'] was freed."},

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -451,4 +453,43 @@ func TestListenUnixRefusesUnsafePlaces(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	l.Close()
+}
+
+// A request body is one JSON object: a second one, or stray bytes after it, is refused with
+// ErrDecodingFailure and takes no port.
+func TestCNIRequestTrailingData(t *testing.T) {
+	f := newFixture(t, true, testPort("port-1", 7))
+	h := CNIHandler(context.Background(), f.svc, NewMetrics())
+	good, err := json.Marshal(f.req("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		body     string
+		wantCode uint
+	}{
+		{"second object", string(good) + `{"containerId":"c2"}`, types.ErrDecodingFailure},
+		{"stray bytes", string(good) + ` x`, types.ErrDecodingFailure},
+		{"trailing whitespace", string(good) + " \n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, cni.PathAdd, strings.NewReader(tc.body)))
+			var e types.Error
+			_ = json.Unmarshal(rec.Body.Bytes(), &e)
+			if tc.wantCode == 0 {
+				if rec.Code != http.StatusOK {
+					t.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+				return
+			}
+			if rec.Code == http.StatusOK || e.Code != tc.wantCode || !strings.Contains(e.Details, "data after the JSON object") {
+				t.Fatalf("status %d, body %s; want error code %d naming the trailing data", rec.Code, rec.Body, tc.wantCode)
+			}
+			if len(f.pools.inUse) != 0 {
+				t.Errorf("a refused request took a port: %v", f.pools.inUse)
+			}
+		})
+	}
 }
