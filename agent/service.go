@@ -260,7 +260,9 @@ func (s *Service) Add(ctx context.Context, req *cni.Request) (_ *current.Result,
 // interface is gone and returns the same result.
 func (s *Service) readd(ctx context.Context, a *Attachment, p *parsed) (*current.Result, error) {
 	if a.Netns != p.req.Netns {
-		return nil, cniError(types.ErrInternal, fmt.Sprintf("container %s/%s is already attached in netns %s", a.ContainerID, a.IfName, a.Netns), nil)
+		// The runtime's mistake, not ours: the first attachment stands until its DEL.
+		return nil, cniError(types.ErrInvalidNetNS, fmt.Sprintf("container %s/%s is already attached in netns %s, not %s: DEL it first",
+			a.ContainerID, a.IfName, a.Netns, p.req.Netns), nil)
 	}
 	if err := s.Plugger.Check(ctx, a); err != nil {
 		_ = s.Plugger.Unplug(ctx, a)

@@ -244,6 +244,15 @@ func TestAddPlugsAPooledPortAndDelReleasesIt(t *testing.T) {
 			if err != nil || res2.IPs[0].Address.String() != "10.0.0.5/24" {
 				t.Fatalf("retried Add: %v %v", res2, err)
 			}
+			// The same container in another netns is the runtime's error: named, and the port stays.
+			other := f.req("c1")
+			other.Netns = f.netns + "-other"
+			if err := os.WriteFile(other.Netns, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.svc.Add(ctx, other); cniCode(err) != types.ErrInvalidNetNS || !strings.Contains(err.Error(), "DEL it first") {
+				t.Errorf("ADD of an attached container in another netns: %v; want ErrInvalidNetNS", err)
+			}
 			if err := f.svc.Check(ctx, f.req("c1")); err != nil {
 				t.Errorf("Check: %v", err)
 			}
