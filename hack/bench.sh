@@ -27,6 +27,9 @@ CACHE=${KURYR_CACHE_DIR:-/var/cache/kuryr-test}
 rm -rf "$D" && mkdir -p "$D"
 ROWS=$D/rows.jsonl
 skip() { [[ $SKIP == *,$1,* ]]; }
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+apt_ensure time >&2 # GNU time: kuryr-cni's own peak memory (test/bench rusageExec)
 [ -x bin/kuryr-agent ] || make --no-print-directory build
 # A copy: others may rebuild bin/ while the bench runs.
 mkdir -p "$D/bin" && cp bin/kuryr-agent bin/kuryr-cni bin/kuryr-pools "$D/bin/"

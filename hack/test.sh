@@ -33,7 +33,8 @@ done
 step "race-enabled binaries"
 # shellcheck source=hack/lib.sh
 . hack/lib.sh
-apt_ensure gcc libc6-dev
+# gcc for -race; GNU time for test/bench, which measures a plugin's own peak memory with it.
+apt_ensure gcc libc6-dev time
 make --no-print-directory build-race
 export KURYR_BIN_DIR=$PWD/bin/race
 

@@ -9,10 +9,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 func TestDistRow(t *testing.T) {
@@ -207,6 +210,36 @@ func TestRusageExecRecordsTheChild(t *testing.T) {
 	if u := adds[0]; u.MaxRSSKiB <= 0 || u.Wall <= 0 || u.PluginPath != ok {
 		t.Errorf("usage %+v", u)
 	}
+}
+
+// The plugin's peak memory is its own, not this process's: Go starts children with vfork, and the
+// kernel then counts the parent's high-water mark in the child's ru_maxrss.
+func TestRusageExecPeakIsThePlugins(t *testing.T) {
+	_, err := os.Stat(gnuTime)
+	testutil.Require(t, err == nil, "GNU time at "+gnuTime+" (apt-get install time)")
+	plugin := filepath.Join(t.TempDir(), "plugin")
+	if err := os.WriteFile(plugin, []byte("#!/bin/sh\necho '{\"cniVersion\":\"1.1.0\"}'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ballast := make([]byte, 200<<20)
+	for i := range ballast {
+		ballast[i] = 1 // resident, not just reserved
+	}
+	peak := func(timeBin string) int64 {
+		e := &rusageExec{timeBin: timeBin}
+		if _, err := e.ExecPlugin(context.Background(), plugin, nil, []string{"CNI_COMMAND=ADD"}); err != nil {
+			t.Fatal(err)
+		}
+		return e.take("ADD")[0].MaxRSSKiB
+	}
+	inherited, own := peak(""), peak(gnuTime)
+	if inherited < 200<<10 {
+		t.Logf("this kernel does not count the parent's memory in a vforked child (%d KiB)", inherited)
+	}
+	if own <= 0 || own > 50<<10 {
+		t.Errorf("peak through GNU time %d KiB, want the shell's own few MiB (the test process holds 200 MiB)", own)
+	}
+	runtime.KeepAlive(ballast)
 }
 
 func TestScrape(t *testing.T) {

@@ -104,6 +104,9 @@ func fail(err error) {
 	os.Exit(1)
 }
 
+// gnuTime measures a plugin's own peak memory (see rusageExec); without it the peak is not the plugin's.
+const gnuTime = "/usr/bin/time"
+
 // newRunner is cnirun.NewRunner with plugin executions recorded.
 func newRunner(conflist []byte, cacheDir string, binDirs ...string) (*cnirun.Runner, *rusageExec, error) {
 	list, err := libcni.ConfListFromBytes(conflist)
@@ -111,6 +114,9 @@ func newRunner(conflist []byte, cacheDir string, binDirs ...string) (*cnirun.Run
 		return nil, nil, fmt.Errorf("conflist: %w", err)
 	}
 	ex := &rusageExec{}
+	if _, err := os.Stat(gnuTime); err == nil {
+		ex.timeBin = gnuTime
+	}
 	return &cnirun.Runner{List: list, CNI: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, ex)}, ex, nil
 }
 
@@ -122,6 +128,9 @@ func runLatency(label, conflist, binDirs, cacheDir string, sequential int, burst
 	r, ex, err := newRunner(data, cacheDir, strings.Split(binDirs, ":")...)
 	if err != nil {
 		fail(err)
+	}
+	if execUsage && ex.timeBin == "" {
+		fail(fmt.Errorf("-exec-usage needs GNU time at %s (apt-get install time) for the plugin's own peak memory", gnuTime))
 	}
 	var rows []Row
 	if sequential > 0 {
