@@ -35,27 +35,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if d := os.Getenv("KURYR_BIN_DIR"); d != "" {
-			binDir = d
-			return m.Run()
-		}
-		dir, err := os.MkdirTemp("", "kuryr-crash-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/kuryr-agent", "../../cmd/kuryr-cni")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
-			return 1
-		}
-		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testutil.RunWithBinaries(m, &binDir, "kuryr-agent", "kuryr-cni"))
 }
 
 // env is the real neutron-server the agents of a test use.
