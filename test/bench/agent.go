@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +34,7 @@ type benchEnv struct {
 	batches                                int
 	activeFixture                          string
 	activePods                             int
+	heapProfile                            string
 }
 
 func (e *benchEnv) neutron(ctx context.Context, fixture string) (fakeneutron.Fixture, *neutron.Client, error) {
@@ -68,6 +70,7 @@ type agentConf struct {
 	ovsdb    string
 	cluster  string
 	extra    string
+	pprof    bool // [cni_daemon] pprof: profiles on the metrics address
 }
 
 // agentProc is a running kuryr-agent.
@@ -129,6 +132,7 @@ socket_path = %s
 checkpoint_path = %s
 metrics_address = %s
 pool_wait_timeout = 60
+pprof = %t
 [cni_health_server]
 health_address = %s
 [neutron]
@@ -144,7 +148,7 @@ pod_subnet = %s
 pod_security_groups = %s
 %s
 `, c.driver, c.podVIF, c.cluster, c.min, c.max, c.batch, c.ovsdb, filepath.Join(dir, "manage.sock"), a.cniSocket,
-		filepath.Join(dir, "checkpoint.json"), a.metrics, a.health, endpoint, c.fx.Project, c.fx.Project, c.fx.PodSubnet,
+		filepath.Join(dir, "checkpoint.json"), a.metrics, c.pprof, a.health, endpoint, c.fx.Project, c.fx.Project, c.fx.PodSubnet,
 		strings.Join(c.fx.SecurityGroups, ","), c.extra)
 	confPath := filepath.Join(dir, "kuryr.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
@@ -414,4 +418,25 @@ func sortedKeys(m map[string]float64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// saveProfile writes the agent's pprof profile name (its config has pprof) to path.
+func (a *agentProc) saveProfile(name, path string) error {
+	resp, err := http.Get("http://" + a.metrics + "/debug/pprof/" + name)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s profile: %s", name, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -59,6 +59,7 @@ func main() {
 	flag.IntVar(&env.batches, "batches", 3, "nested: refill batches to count")
 	flag.StringVar(&env.activeFixture, "active-fixture", "", "active: fixture.json of the neutron-server with a real L2 agent (hack/l2-agent-up.sh)")
 	flag.IntVar(&env.activePods, "active-pods", 10, "active: pods per mode")
+	flag.StringVar(&env.heapProfile, "heap-profile", "", "pooled: save the agent's heap profile (pprof) here once the memory figure is taken")
 	flag.Parse()
 
 	switch *mode {

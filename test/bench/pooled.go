@@ -156,7 +156,8 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 		return err
 	}
 	defer proxy.close()
-	a, err := startAgent(e, agentConf{name: "memory", node: e.host, fx: fx, ovsdb: e.ovsdb, cluster: benchCluster, endpoint: proxy.url})
+	a, err := startAgent(e, agentConf{name: "memory", node: e.host, fx: fx, ovsdb: e.ovsdb, cluster: benchCluster, endpoint: proxy.url,
+		pprof: e.heapProfile != ""})
 	if err != nil {
 		return err
 	}
@@ -220,6 +221,11 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 	rss, hwm, err := a.memory()
 	if err != nil {
 		return err
+	}
+	if e.heapProfile != "" {
+		if err := a.saveProfile("heap", e.heapProfile); err != nil {
+			return err
+		}
 	}
 	during := sub(after.requests, before.requests)
 	perPod := map[string]float64{}
