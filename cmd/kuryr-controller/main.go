@@ -26,8 +26,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kuryr-pools/kuryr/config"
-	"github.com/kuryr-pools/kuryr/kubeclient"
 	"github.com/kuryr-pools/kuryr/controller"
+	"github.com/kuryr-pools/kuryr/kubeclient"
 	"github.com/kuryr-pools/kuryr/neutron"
 	"github.com/kuryr-pools/kuryr/version"
 )
