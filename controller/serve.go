@@ -67,4 +67,3 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 	}
 	return nil
 }
-

@@ -608,8 +608,13 @@ func testNestedListPreCreated(t *testing.T, e *env) {
 
 func testListPortsConstant(t *testing.T, e *env) {
 	v := e.newVM()
-	b := e.nested(v, "node-a")
-	// resource_tags scope the bare-metal listing to this test: the host is shared.
+	// A nested listing reads every kuryr port of the cluster (subports are not filtered by trunk):
+	// resource_tags scope it to this test, as they scope the bare-metal listing (the host is shared).
+	b, err := neutron.NewNestedBackend(e.c, neutron.NestedOptions{NodeIP: v.ip, WorkerSubnets: []string{e.fx.WorkerSubnet},
+		ClusterName: e.cluster, NodeName: "node-a", ResourceTags: []string{"ct-rt-" + e.cluster}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bm, err := neutron.NewBareMetalBackend(e.c, neutron.BareMetalOptions{NodeName: e.fx.BareMetalHosts[0],
 		ClusterName: e.cluster, ResourceTags: []string{"ct-rt-" + e.cluster}})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/kuryr-pools/kuryr/test/cnirun"
 	"github.com/kuryr-pools/kuryr/test/invariant"
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 // runtime plays the container runtime over the real kuryr-cni binary: it creates sandboxes (a
@@ -223,16 +223,8 @@ func sleep(ctx context.Context, rng *rand.Rand, minMS, maxMS int) {
 	}
 }
 
-// report prints a figures line where make test's log keeps it, and in the test's own log.
+// report prints a figures line (testutil.Report).
 func report(t *testing.T, line string) {
 	t.Helper()
-	t.Log(line)
-	fmt.Println(line)
-	if dir := os.Getenv("KURYR_STATE_DIR"); dir != "" {
-		f, err := os.OpenFile(filepath.Join(dir, "reliability-figures.txt"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err == nil {
-			fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
-			f.Close()
-		}
-	}
+	testutil.Report(t, line)
 }

@@ -524,9 +524,15 @@ func checkInstalled(t *testing.T, a *agentProc) {
 	if fi.Mode().Perm()&0o111 == 0 {
 		t.Errorf("installed kuryr-cni is not executable: %v", fi.Mode())
 	}
-	b, err := os.ReadFile(filepath.Join(a.cniConf, "10-kuryr.conflist"))
+	// The agent reports ready, then writes the conflist (never the other way round): give it a moment.
+	var b []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if b, err = os.ReadFile(filepath.Join(a.cniConf, "10-kuryr.conflist")); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
-		t.Fatalf("conflist not installed once ready: %v", err)
+		t.Fatalf("conflist not installed within 10 s of ready: %v", err)
 	}
 	if !strings.Contains(string(b), a.cniSocket) {
 		t.Errorf("installed conflist does not name the agent's socket %s: %s", a.cniSocket, b)

@@ -16,6 +16,7 @@ import (
 	"github.com/kuryr-pools/kuryr/test/cnirun"
 	"github.com/kuryr-pools/kuryr/test/faultproxy"
 	"github.com/kuryr-pools/kuryr/test/invariant"
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 // TestNeutronFaults puts a fault-injecting proxy between the real agent and the real
@@ -109,8 +110,8 @@ func TestNeutronFaults(t *testing.T) {
 		t.Errorf("%v\nagent log (tail):\n%s", err, tail(a.log(), 40))
 	}
 	kinds, requests := px.Injected()
-	t.Logf("10 pods through %d injected faults in %s (%d ADD retries); applied %v of %d Neutron requests; %d still pending",
-		injected, time.Since(start).Round(time.Millisecond), retries, kinds, requests, px.Pending())
+	testutil.Report(t, fmt.Sprintf("neutron faults: 10 pods through %d injected faults in %s (%d ADD retries); applied %v of %d Neutron requests; %d still pending",
+		injected, time.Since(start).Round(time.Millisecond), retries, kinds, requests, px.Pending()))
 	px.Heal()
 
 	// The live pods work, and once Neutron is back the books balance: the ports whose create
@@ -133,8 +134,8 @@ func TestNeutronFaults(t *testing.T) {
 		}
 		return rep.OK(), rep.String()
 	})
-	t.Logf("after the faults: %d ports tagged for the node (%d free, %d cooling, %d in use by %d live pods); leaked %d, double assignments %d",
-		rep.Tagged, rep.Free, rep.Cooling, rep.InUse, rep.Live, len(rep.Leaked), len(rep.DoubleAssigned))
+	testutil.Report(t, fmt.Sprintf("neutron faults, after: %d ports tagged for the node (%d free, %d cooling, %d in use by %d live pods); leaked %d, double assignments %d",
+		rep.Tagged, rep.Free, rep.Cooling, rep.InUse, rep.Live, len(rep.Leaked), len(rep.DoubleAssigned)))
 	if kinds[faultproxy.LoseAnswer] != 1 {
 		t.Errorf("the lost-answer fault was applied %d times: the suite did not exercise it", kinds[faultproxy.LoseAnswer])
 	}

@@ -36,7 +36,9 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	p, err := cnirun.NewPod(ns, "kube-"+node)
+	// A name of its own: the pod of an earlier run may still be there (no kubelet confirms deletions
+	// on this node, hence the zero grace period below).
+	p, err := cnirun.NewPod(ns, fmt.Sprintf("kube-%s-%d", node, time.Now().UnixNano()%1000000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,9 @@ func TestKubernetesAnnotationAndEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = kc.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = kc.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
 	p.UID = string(pod.UID)
 
 	n := newNeutron(t)
