@@ -610,8 +610,9 @@ func testListPortsConstant(t *testing.T, e *env) {
 	v := e.newVM()
 	// A nested listing reads every kuryr port of the cluster (subports are not filtered by trunk):
 	// resource_tags scope it to this test, as they scope the bare-metal listing (the host is shared).
+	// They filter the parent port lookup too, and the VM's parent carries ct-vm-<cluster>.
 	b, err := neutron.NewNestedBackend(e.c, neutron.NestedOptions{NodeIP: v.ip, WorkerSubnets: []string{e.fx.WorkerSubnet},
-		ClusterName: e.cluster, NodeName: "node-a", ResourceTags: []string{"ct-rt-" + e.cluster}})
+		ClusterName: e.cluster, NodeName: "node-a", ResourceTags: []string{"ct-vm-" + e.cluster}})
 	if err != nil {
 		t.Fatal(err)
 	}
