@@ -42,7 +42,12 @@ step "go vet"
 go vet ./...
 
 step "go test -race ./..."
+# The reliability suites append their figures here (go test shows a passing package's output only with -v).
+figures=$KURYR_STATE_DIR/reliability-figures.txt
+seen=$(cat "$figures" 2>/dev/null | wc -l)
 go test -race -count=1 -timeout 30m -coverprofile=/tmp/kuryr-cover.out ./... 2>&1 | tee /tmp/kuryr-go-test.log
+echo "reliability figures of this run:"
+tail -n +"$((seen + 1))" "$figures" 2>/dev/null || true
 
 step "coverage of pool/ and config/"
 go test -count=1 -cover ./pool/ ./config/ | tee /tmp/kuryr-cover.log
