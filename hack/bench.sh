@@ -109,6 +109,24 @@ PY
 	echo "kuryr-agent ($1) did not become ready:" >&2; tail -20 "$D/agent-$1.log" >&2; exit 1
 }
 
+# clear_host HOST: delete every port bound to HOST, so that a phase starts and ends with none (a
+# noop agent would spend its start deleting an earlier run's ports, with ADDs timing out meanwhile).
+clear_host() {
+	python3 - "$fixture" "$1" <<'PY'
+import concurrent.futures, json, sys, urllib.request
+f = json.load(open(sys.argv[1]))
+ep, hdr = f["endpoint"].rstrip("/") + "/v2.0/", {"X-Project-Id": f["project"], "X-Roles": "admin"}
+def call(method, path):
+    with urllib.request.urlopen(urllib.request.Request(ep + path, method=method, headers=hdr), timeout=300) as r:
+        return r.read()
+ids = [p["id"] for p in json.loads(call("GET", "ports?fields=id&binding:host_id=" + sys.argv[2]))["ports"]]
+with concurrent.futures.ThreadPoolExecutor(4) as ex:
+    list(ex.map(lambda i: call("DELETE", "ports/" + i), ids))
+if ids:
+    print(f"deleted {len(ids)} ports of {sys.argv[2]}", file=sys.stderr)
+PY
+}
+
 # Neutron requests of the running agent by operation, as "op=count ..." (sorted).
 neutron_requests() {
 	curl -s http://127.0.0.1:29655/metrics | awk '/^kuryr_neutron_requests_total/ {
@@ -130,6 +148,7 @@ if ! skip latency; then
 	# a Neutron update in the background). Both kuryr hosts have a Linux bridge agent row
 	# (hack/neutron-up.sh): Neutron binds their ports with vif_type bridge, plugged veth + Linux bridge.
 	echo "== kuryr, pool mode (bare metal ports, veth + Linux bridge)" >&2
+	clear_host kuryr-test-bench-lb1
 	start_agent neutron kuryr-test-bench-lb1
 	want=$SEQ
 	for b in ${BURSTS//,/ }; do want=$((want + b)); done
@@ -146,14 +165,16 @@ if ! skip latency; then
 	"${bench[@]}" -label kuryr-pool -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$SEQ" -bursts "$BURSTS" -exec-usage \
 		-before-burst "sleep 3" >&2
 	echo "neutron requests of the agent during the pool-mode run (refills and asynchronous port names, none on the ADD path): $(requests_diff "$before" "$(neutron_requests)")" >&2
-	# Leave no ports behind: they would lengthen every nested listing of the shared test server.
-	"$BIN/kuryr-pools" --socket "$D/manage.sock" free --trunks kuryr-test-bench-lb1 >&2 || true
 	stop_agent
+	# Leave no ports behind: they would lengthen every nested listing of the shared test server.
+	clear_host kuryr-test-bench-lb1
 
 	echo "== kuryr, noop mode (a port created per pod on the real neutron-server)" >&2
+	clear_host kuryr-test-bench-lb2
 	start_agent noop kuryr-test-bench-lb2 # its own node: a noop agent deletes the ports it finds
 	"${bench[@]}" -label kuryr-noop -conflist "$conf_kuryr" -cni-bin "$BIN" -sequential "$NOOP_SEQ" -bursts "$NOOP_BURSTS" >&2
 	stop_agent
+	clear_host kuryr-test-bench-lb2 # the creates of timed-out ADDs, and deletions the stop cut short
 
 	echo "== reference bridge + host-local (the floor of kernel work)" >&2
 	cat > "$D/bridge.conflist" <<CONF
