@@ -248,11 +248,11 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 		valueRow("kuryr-agent", scenario, "VmRSS", "MiB", float64(rss)/1024, "target: < 50 MiB"),
 		valueRow("kuryr-agent", scenario, "VmHWM", "MiB", float64(hwm)/1024, "peak resident memory"),
 	}
-	rows = append(rows, usageRows("kuryr-cni", "sequential-"+fmt.Sprint(e.pods), "ADD", ex.take("ADD"))...)
+	rows = append(rows, usageRows("kuryr-cni", "sequential-"+fmt.Sprint(e.pods), "ADD", ex.take("ADD"), nil)...)
 	dels, delErrs, delWall := sequentialPhase(ctx, pods, r.Del)
 	rows = append(rows, latencyRow("kuryr-pool", "neutron-held-"+fmt.Sprint(e.pods), "DEL", dels, delErrs, delWall))
 	rows[len(rows)-1].Note = "Neutron reachable again (OVS unplug)"
-	rows = append(rows, usageRows("kuryr-cni", "sequential-"+fmt.Sprint(e.pods), "DEL", ex.take("DEL"))...)
+	rows = append(rows, usageRows("kuryr-cni", "sequential-"+fmt.Sprint(e.pods), "DEL", ex.take("DEL"), nil)...)
 	appendRows(e.out, rows...)
 	if errs > 0 {
 		return fmt.Errorf("%d ADDs failed with Neutron held", errs)
