@@ -32,8 +32,8 @@ type execUsage struct {
 //
 // Go starts a child with vfork (CLONE_VM), so the kernel counts the parent's memory high-water mark
 // in the child's ru_maxrss: a plugin started by this process would "use" all of its memory. With
-// timeBin (GNU time, which fork()s from its own small image) the peak is the plugin's own; its wall
-// time and CPU then include time's fork and exec, well under a millisecond.
+// timeBin (GNU time, which fork()s from its own small image) the peak is the plugin's own, but wall
+// time and CPU then include time's own start (about 10 ms here): use it for the peak alone.
 type rusageExec struct {
 	raw     invoke.RawExec
 	dec     version.PluginDecoder

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kuryr-pools/kuryr/test/cnirun"
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 // Churn size: at least this many pods through a completed ADD and a completed DEL, and this many
@@ -148,7 +149,7 @@ func TestCrashChurn(t *testing.T) {
 	for _, d := range doubles {
 		t.Errorf("double assignment seen by the runtime: %s", d)
 	}
-	report(t, fmt.Sprintf("crash churn: kills=%d adds=%d dels=%d addRetries=%d delRetries=%d livePodsChecked=%d portsTagged=%d leaked=%d doubleAssigned=%d untaggedOnNetworkBefore=%d after=%d (shared network)",
+	testutil.Report(t, fmt.Sprintf("crash churn: kills=%d adds=%d dels=%d addRetries=%d delRetries=%d livePodsChecked=%d portsTagged=%d leaked=%d doubleAssigned=%d untaggedOnNetworkBefore=%d after=%d (shared network)",
 		kills.Load(), rt.adds.Load(), rt.dels.Load(), rt.addErrs.Load(), rt.delErrs.Load(), r.Live, r.Tagged,
 		len(r.Leaked)+len(final.Leaked), len(doubles)+len(r.DoubleAssigned)+len(final.DoubleAssigned), untaggedBefore, untaggedAfter))
 }

@@ -234,7 +234,7 @@ func TestKubeAPIDown(t *testing.T) {
 	}
 	waitEvent(t, ctx, kc, rt.ns, pods[3].Name, "WaitingForPort")
 	t.Logf("annotations and the Event caught up %s after the API server came back", time.Since(outage).Round(time.Second))
-	report(t, fmt.Sprintf("kube API down: adds=%d dels=%d during the outage=3 ADD + 1 DEL; annotations and Events caught up", rt.adds.Load(), rt.dels.Load()))
+	testutil.Report(t, fmt.Sprintf("kube API down: adds=%d dels=%d during the outage=3 ADD + 1 DEL; annotations and Events caught up", rt.adds.Load(), rt.dels.Load()))
 }
 
 func respBody(r *manage.Response) string {

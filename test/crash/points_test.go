@@ -11,6 +11,7 @@ import (
 
 	"github.com/kuryr-pools/kuryr/manage"
 	"github.com/kuryr-pools/kuryr/test/cnirun"
+	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 // TestCrashPoints kills the agent at every named point where it persists or changes state
@@ -138,7 +139,7 @@ func TestCrashPoints(t *testing.T) {
 	for _, d := range doubles {
 		t.Errorf("double assignment seen by the runtime: %s", d)
 	}
-	report(t, fmt.Sprintf("crash points: points=%d crashes=%d adds=%d dels=%d leaked=%d doubleAssigned=%d",
+	testutil.Report(t, fmt.Sprintf("crash points: points=%d crashes=%d adds=%d dels=%d leaked=%d doubleAssigned=%d",
 		len(points), crashes, rt.adds.Load(), rt.dels.Load(), len(final.Leaked), len(doubles)+len(final.DoubleAssigned)))
 }
 

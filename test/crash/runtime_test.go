@@ -16,7 +16,6 @@ import (
 
 	"github.com/kuryr-pools/kuryr/test/cnirun"
 	"github.com/kuryr-pools/kuryr/test/invariant"
-	"github.com/kuryr-pools/kuryr/test/testutil"
 )
 
 // runtime plays the container runtime over the real kuryr-cni binary: it creates sandboxes (a
@@ -221,10 +220,4 @@ func sleep(ctx context.Context, rng *rand.Rand, minMS, maxMS int) {
 	case <-ctx.Done():
 	case <-time.After(time.Duration(minMS+rng.IntN(maxMS-minMS+1)) * time.Millisecond):
 	}
-}
-
-// report prints a figures line (testutil.Report).
-func report(t *testing.T, line string) {
-	t.Helper()
-	testutil.Report(t, line)
 }
