@@ -432,7 +432,7 @@ func (s *Service) plugParams(port pool.Port, sub SubnetInfo) (PlugParams, error)
 	switch pp.Mode {
 	case "ovs":
 		pp.Bridge = s.Binding.OVSBridge
-		if b, ok := port.VIFDetails["bridge_name"].(string); ok && b != "" {
+		if b := port.VIFDetails.BridgeName; b != "" {
 			pp.Bridge = b
 		}
 		if pp.Bridge == "" {

@@ -169,6 +169,7 @@ type NeutronSection struct {
 	QPS                         float64       // qps (new): token bucket rate for Neutron calls
 	Burst                       int           // burst (new)
 	MaxConcurrentRequests       int           // max_concurrent_requests (new)
+	ListPageSize                int           // list_page_size (new): 0 = one request per listing
 }
 
 // NodeDriverCachingSection is [node_driver_caching].

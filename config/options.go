@@ -185,6 +185,7 @@ var options = []option{
 	{section: secNeutron, name: "qps", kind: kindFloat, field: func(c *Config) any { return &c.Neutron.QPS }, check: positiveFloat, isNew: true},
 	{section: secNeutron, name: "burst", kind: kindInt, field: func(c *Config) any { return &c.Neutron.Burst }, check: atLeast(1), isNew: true},
 	{section: secNeutron, name: "max_concurrent_requests", kind: kindInt, field: func(c *Config) any { return &c.Neutron.MaxConcurrentRequests }, check: atLeast(1), isNew: true},
+	{section: secNeutron, name: "list_page_size", kind: kindInt, field: func(c *Config) any { return &c.Neutron.ListPageSize }, check: atLeast(0), isNew: true},
 
 	{section: secNodeCaching, name: "caching", kind: kindBool, field: func(c *Config) any { return &c.NodeDriverCaching.Caching }},
 	{section: secNodeCaching, name: "cache_time", kind: kindSeconds, field: func(c *Config) any { return &c.NodeDriverCaching.CacheTime }, check: atLeast(0)},

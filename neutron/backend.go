@@ -169,8 +169,6 @@ type NestedOptions struct {
 	PortDebug bool
 	// AttachRetries bounds add_subports attempts on VLAN clashes (default 5).
 	AttachRetries int
-	// ListPageSize is the page size of port listings (default 500).
-	ListPageSize int
 }
 
 // NestedBackend keeps a node's pool ports as VLAN subports of the node's trunk.
@@ -373,7 +371,6 @@ func (b *NestedBackend) ListPorts(ctx context.Context) ([]pool.ListedPort, error
 	err = b.c.EachPortPage(ctx, PortFilter{
 		DeviceOwners: []string{pool.DeviceOwnerSubport, pool.DeviceOwnerKuryr},
 		Tags:         b.resourceTags,
-		PageSize:     b.opts.ListPageSize,
 	}, func(page []Port) error {
 		for _, p := range page {
 			vlan, attached := vlans[p.ID]
@@ -404,7 +401,6 @@ type BareMetalOptions struct {
 	// default, as in kuryr, such a batch is deleted and CreatePorts fails; a Neutron without an L2
 	// agent on the host (the test server) fails every binding.
 	IgnoreBindingFailure bool
-	ListPageSize         int // page size of port listings (default 500)
 }
 
 // BareMetalBackend keeps a node's pool ports as ports bound to the node (device_owner compute:kuryr).
@@ -474,15 +470,14 @@ func (b *BareMetalBackend) DeletePorts(ctx context.Context, ports []pool.Port) m
 	return failed
 }
 
-// ListPorts returns the node's pool ports with one filtered list request (plus one per extra
-// page): device_owner compute:kuryr bound to this host, pre-created ones included.
+// ListPorts returns the node's pool ports with one filtered list request (one per page when
+// list_page_size is set): device_owner compute:kuryr bound to this host, pre-created ones included.
 func (b *BareMetalBackend) ListPorts(ctx context.Context) ([]pool.ListedPort, error) {
 	var out []pool.ListedPort
 	err := b.c.EachPortPage(ctx, PortFilter{
 		DeviceOwners: []string{pool.DeviceOwnerKuryr},
 		HostID:       b.opts.NodeName,
 		Tags:         b.resourceTags,
-		PageSize:     b.opts.ListPageSize,
 	}, func(page []Port) error {
 		for _, p := range page {
 			out = append(out, b.listed(p, true))

@@ -38,6 +38,8 @@ type Client struct {
 
 	vlans vlanReservations
 	now   func() time.Time
+	// listPageSize: the page size of port listings whose filter sets none (0: one request).
+	listPageSize int
 	// sweepDelay: when the second sweep of a lost bulk create runs (0: none).
 	sweepDelay time.Duration
 	// beforeAddSubports is a test hook run before each add_subports of AttachPorts.
@@ -64,7 +66,7 @@ func NewClient(ctx context.Context, opts ClientOptions, userAgent string) (*Clie
 
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = max(o.MaxConcurrentRequests, 2)
-	c := &Client{metrics: newMetrics(), subnetTTL: o.SubnetCacheTTL, now: time.Now,
+	c := &Client{metrics: newMetrics(), subnetTTL: o.SubnetCacheTTL, now: time.Now, listPageSize: o.ListPageSize,
 		sweepDelay: min(2*o.Timeout, 5*time.Minute),
 		subnets:    map[string]cached[Subnet]{}, networks: map[string]cached[Network]{}}
 	c.tr = &transport{next: base, metrics: c.metrics, maxRetries: o.MaxRetries, timeout: o.Timeout,

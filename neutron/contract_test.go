@@ -184,6 +184,18 @@ func testPagination(t *testing.T, e *env) {
 	if n := e.c.Stats().Sub(before)["ports.list"].Count; n < 4 || n > 5 {
 		t.Errorf("listing 7 ports by pages of 2 took %d requests, want 4 (or 5)", n)
 	}
+	// Without a page size (list_page_size 0, the default) a listing is one request.
+	before = e.c.Stats()
+	got, err = e.c.ListPorts(e.ctx, neutron.PortFilter{Tags: []string{e.clusterTag()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(portIDs(got), portIDs(ps)) {
+		t.Errorf("unpaginated list: got %v, want %v", portIDs(got), portIDs(ps))
+	}
+	if n := e.c.Stats().Sub(before)["ports.list"].Count; n != 1 {
+		t.Errorf("listing 7 ports without a page size took %d requests, want 1", n)
+	}
 }
 
 func testTrunkDetailsAndAddSubports(t *testing.T, e *env) {
@@ -665,7 +677,7 @@ func testBareMetal(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	for _, p := range ps {
-		if p.VIFType != "ovs" || p.VIFDetails["bridge_name"] != "br-int" || p.Key != e.key(host) || p.SGs != pool.NewSGSet(e.fx.SecurityGroups[0]) {
+		if p.VIFType != "ovs" || p.VIFDetails.BridgeName != "br-int" || p.Key != e.key(host) || p.SGs != pool.NewSGSet(e.fx.SecurityGroups[0]) {
 			t.Errorf("created %+v, want bound (vif_type ovs, bridge br-int)", p)
 		}
 	}

@@ -12,5 +12,5 @@ func OptionsFromConfig(cfg *config.Config) ClientOptions {
 		ApplicationCredentialID: n.ApplicationCredentialID, ApplicationCredentialSecret: n.ApplicationCredentialSecret,
 		ApplicationCredentialName: n.ApplicationCredentialName, RegionName: n.RegionName, Interface: n.Interface,
 		EndpointOverride: n.EndpointOverride, CAFile: n.CAFile, Insecure: n.Insecure, Timeout: n.Timeout, Cloud: n.Cloud,
-		QPS: n.QPS, Burst: n.Burst, MaxConcurrentRequests: n.MaxConcurrentRequests}
+		QPS: n.QPS, Burst: n.Burst, MaxConcurrentRequests: n.MaxConcurrentRequests, ListPageSize: n.ListPageSize}
 }

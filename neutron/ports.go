@@ -16,31 +16,30 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
-	"github.com/gophercloud/gophercloud/v2/pagination"
+	"github.com/kuryr-pools/kuryr/pool"
 	"k8s.io/klog/v2"
 )
 
 // Port is a Neutron port with the attributes kuryr reads.
 type Port struct {
-	ID             string         `json:"id"`
-	Name           string         `json:"name"`
-	NetworkID      string         `json:"network_id"`
-	ProjectID      string         `json:"project_id"`
-	MACAddress     string         `json:"mac_address"`
-	FixedIPs       []PortIP       `json:"fixed_ips"`
-	DeviceID       string         `json:"device_id"`
-	DeviceOwner    string         `json:"device_owner"`
-	Status         string         `json:"status"`
-	AdminStateUp   bool           `json:"admin_state_up"`
-	SecurityGroups []string       `json:"security_groups"`
-	Tags           []string       `json:"tags"`
-	RevisionNumber int            `json:"revision_number"`
-	HostID         string         `json:"binding:host_id"`
-	VIFType        string         `json:"binding:vif_type"`
-	VIFDetails     map[string]any `json:"binding:vif_details"`
-	VNICType       string         `json:"binding:vnic_type"`
-	TrunkDetails   *TrunkDetails  `json:"trunk_details,omitempty"`
+	ID             string          `json:"id"`
+	Name           string          `json:"name"`
+	NetworkID      string          `json:"network_id"`
+	ProjectID      string          `json:"project_id"`
+	MACAddress     string          `json:"mac_address"`
+	FixedIPs       []PortIP        `json:"fixed_ips"`
+	DeviceID       string          `json:"device_id"`
+	DeviceOwner    string          `json:"device_owner"`
+	Status         string          `json:"status"`
+	AdminStateUp   bool            `json:"admin_state_up"`
+	SecurityGroups []string        `json:"security_groups"`
+	Tags           []string        `json:"tags"`
+	RevisionNumber int             `json:"revision_number"`
+	HostID         string          `json:"binding:host_id"`
+	VIFType        string          `json:"binding:vif_type"`
+	VIFDetails     pool.VIFDetails `json:"binding:vif_details"`
+	VNICType       string          `json:"binding:vnic_type"`
+	TrunkDetails   *TrunkDetails   `json:"trunk_details,omitempty"`
 }
 
 // PortIP is one fixed IP of a port.
@@ -398,10 +397,10 @@ type PortFilter struct {
 	Name         string
 	FixedIP      string // fixed_ips=ip_address=<ip>
 	IDs          []string
-	PageSize     int // limit per request (default 500)
+	PageSize     int // limit per request (0: the client's list_page_size; one request if that is 0 too)
 }
 
-// ToPortListQuery makes PortFilter a gophercloud ports.ListOptsBuilder.
+// ToPortListQuery is the query string of a listing of the ports f selects.
 func (f PortFilter) ToPortListQuery() (string, error) {
 	q := url.Values{}
 	for _, o := range f.DeviceOwners {
@@ -433,11 +432,9 @@ func (f PortFilter) ToPortListQuery() (string, error) {
 		}
 		q.Set("tags", tags)
 	}
-	limit := f.PageSize
-	if limit <= 0 {
-		limit = defaultListPageSize
+	if f.PageSize > 0 {
+		q.Set("limit", strconv.Itoa(f.PageSize))
 	}
-	q.Set("limit", strconv.Itoa(limit))
 	return "?" + q.Encode(), nil
 }
 
@@ -451,18 +448,95 @@ func (c *Client) ListPorts(ctx context.Context, f PortFilter) ([]Port, error) {
 	return out, err
 }
 
-// EachPortPage calls fn with each page of the ports matching f.
+// EachPortPage calls fn with each page of the ports matching f, following the pages' next links.
+// Without a page size (f.PageSize and the client's list_page_size both 0) the listing is one
+// request whatever the number of ports.
 func (c *Client) EachPortPage(ctx context.Context, f PortFilter, fn func([]Port) error) error {
 	const op = "ports.list"
-	err := ports.List(c.sc, f).EachPage(withOp(ctx, op), func(_ context.Context, page pagination.Page) (bool, error) {
-		var ps []Port
-		if err := ports.ExtractPortsInto(page, &ps); err != nil {
-			return false, err
+	if f.PageSize == 0 {
+		f.PageSize = c.listPageSize
+	}
+	q, _ := f.ToPortListQuery()
+	for next := c.sc.ServiceURL("ports") + q; next != ""; {
+		var page []Port
+		var err error
+		page, next, err = c.portPage(withOp(ctx, op), next)
+		if err != nil {
+			return fmt.Errorf("list ports: %w", apiError(op, err))
 		}
-		return true, fn(ps)
-	})
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// portPage reads one page of a port listing, decoding the ports one at a time as the answer
+// streams in: the memory a listing takes is its ports', not its JSON text's (gophercloud's pager
+// decodes a whole page into maps first, which made most of the agent's garbage at start-up).
+func (c *Client) portPage(ctx context.Context, url string) (page []Port, next string, err error) {
+	resp, err := c.sc.Get(ctx, url, nil, &gophercloud.RequestOpts{KeepResponseBody: true, OkCodes: []int{http.StatusOK}})
 	if err != nil {
-		return fmt.Errorf("list ports: %w", apiError(op, err))
+		return nil, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	dec := json.NewDecoder(resp.Body)
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, "", err
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, "", fmt.Errorf("decode port listing: %w", err)
+		}
+		switch key {
+		case "ports":
+			if err := expectDelim(dec, '['); err != nil {
+				return nil, "", err
+			}
+			for dec.More() {
+				var p Port
+				if err := dec.Decode(&p); err != nil {
+					return nil, "", fmt.Errorf("decode port listing: %w", err)
+				}
+				page = append(page, p)
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return nil, "", err
+			}
+		case "ports_links":
+			var links []struct{ Href, Rel string }
+			if err := dec.Decode(&links); err != nil {
+				return nil, "", fmt.Errorf("decode port listing links: %w", err)
+			}
+			for _, l := range links {
+				if l.Rel == "next" {
+					next = l.Href
+				}
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, "", fmt.Errorf("decode port listing: %w", err)
+			}
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, "", err
+	}
+	if next != "" && len(page) == 0 {
+		next = "" // an empty page that still links on would loop
+	}
+	return page, next, nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	t, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("decode port listing: %w", err)
+	}
+	if d, ok := t.(json.Delim); !ok || d != want {
+		return fmt.Errorf("decode port listing: got %v, want %q", t, want)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -57,7 +56,7 @@ type Grant struct {
 // no goroutine and reads time only through its Clock, so every decision is deterministic; drivers
 // carry out what it plans and report back. All methods are safe for concurrent use.
 //
-// Ports handed out (Grant, Get, Owner, FreePorts, Snapshot...) share their FixedIPs and VIFDetails
+// Ports handed out (Grant, Get, Owner, FreePorts, Snapshot...) share their FixedIPs
 // with the engine, which never modifies them: treat them as read-only. Ports handed in are copied.
 type Engine struct {
 	mu      sync.Mutex
@@ -223,7 +222,6 @@ func wakeLocked(p *enginePool) {
 
 func clonePort(p Port) Port {
 	p.FixedIPs = slices.Clone(p.FixedIPs)
-	p.VIFDetails = maps.Clone(p.VIFDetails)
 	return p
 }
 

@@ -57,16 +57,22 @@ type FixedIP struct {
 
 // Port is everything the agent needs to plug a pooled port without asking Neutron.
 type Port struct {
-	ID         string         `json:"id"`
-	Key        Key            `json:"key"`
-	SGs        SGSet          `json:"sgs"`
-	MAC        string         `json:"mac"`
-	FixedIPs   []FixedIP      `json:"fixedIps"`
-	VLAN       int            `json:"vlan,omitempty"`    // segmentation ID on the trunk (nested)
-	TrunkID    string         `json:"trunkId,omitempty"` // nested
-	Status     string         `json:"status,omitempty"`  // Neutron status when last seen
-	VIFType    string         `json:"vifType,omitempty"` // binding:vif_type
-	VIFDetails map[string]any `json:"vifDetails,omitempty"`
+	ID         string     `json:"id"`
+	Key        Key        `json:"key"`
+	SGs        SGSet      `json:"sgs"`
+	MAC        string     `json:"mac"`
+	FixedIPs   []FixedIP  `json:"fixedIps"`
+	VLAN       int        `json:"vlan,omitempty"`    // segmentation ID on the trunk (nested)
+	TrunkID    string     `json:"trunkId,omitempty"` // nested
+	Status     string     `json:"status,omitempty"`  // Neutron status when last seen
+	VIFType    string     `json:"vifType,omitempty"` // binding:vif_type
+	VIFDetails VIFDetails `json:"vifDetails,omitzero"`
+}
+
+// VIFDetails is the part of a port's binding:vif_details the agent plugs with. The JSON names are
+// Neutron's, so a checkpoint written when this was the whole map still loads.
+type VIFDetails struct {
+	BridgeName string `json:"bridge_name,omitempty"` // the OVS bridge to plug into (vif_type ovs)
 }
 
 // State is where a port is in its pool life cycle.

@@ -35,6 +35,7 @@ type benchEnv struct {
 	activeFixture                          string
 	activePods                             int
 	heapProfile                            string
+	keepPorts                              bool
 }
 
 func (e *benchEnv) neutron(ctx context.Context, fixture string) (fakeneutron.Fixture, *neutron.Client, error) {

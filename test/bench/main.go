@@ -60,6 +60,7 @@ func main() {
 	flag.StringVar(&env.activeFixture, "active-fixture", "", "active: fixture.json of the neutron-server with a real L2 agent (hack/l2-agent-up.sh)")
 	flag.IntVar(&env.activePods, "active-pods", 10, "active: pods per mode")
 	flag.StringVar(&env.heapProfile, "heap-profile", "", "pooled: save the agent's heap profile (pprof) here once the memory figure is taken")
+	flag.BoolVar(&env.keepPorts, "keep-ports", false, "pooled: reuse the host's ports and leave them at the end (creating 1000 takes minutes; for profiling runs)")
 	flag.Parse()
 
 	switch *mode {

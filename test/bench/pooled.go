@@ -73,15 +73,23 @@ func runPooled(ctx context.Context, e *benchEnv) error {
 	if !slices.Contains(fx.BareMetalHosts, e.host) {
 		return fmt.Errorf("host %s has no emulated L2 agent in %s (hack/neutron-up.sh BM_HOSTS)", e.host, e.fixture)
 	}
-	if err := clearHost(ctx, c, e.host); err != nil {
-		return err
-	}
-	defer func() {
-		if err := clearHost(context.WithoutCancel(ctx), c, e.host); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}()
 	have := 0
+	if e.keepPorts {
+		ids, err := hostPorts(ctx, c, e.host)
+		if err != nil {
+			return err
+		}
+		have = len(ids)
+	} else {
+		if err := clearHost(ctx, c, e.host); err != nil {
+			return err
+		}
+		defer func() {
+			if err := clearHost(context.WithoutCancel(ctx), c, e.host); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
+	}
 	var counts []int
 	for _, s := range strings.Split(e.portCounts, ",") {
 		var n int
@@ -91,6 +99,9 @@ func runPooled(ctx context.Context, e *benchEnv) error {
 	}
 	slices.Sort(counts)
 	for _, n := range counts {
+		if n < have {
+			return fmt.Errorf("-keep-ports: %s already has %d ports, more than %d", e.host, have, n)
+		}
 		if err := precreate(ctx, c, fx, e.host, n-have); err != nil {
 			return err
 		}

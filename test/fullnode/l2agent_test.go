@@ -63,8 +63,8 @@ func TestFullNodeL2Agent(t *testing.T) {
 			if port.Name != p.Namespace+"/"+p.Name {
 				continue
 			}
-			if port.VIFType != "ovs" || port.VIFDetails["bridge_name"] != e.node.L2Bridge {
-				t.Errorf("port %s of pod %s: vif_type %q, bridge %v; want ovs on %s", port.ID, p.Name, port.VIFType, port.VIFDetails["bridge_name"], e.node.L2Bridge)
+			if port.VIFType != "ovs" || port.VIFDetails.BridgeName != e.node.L2Bridge {
+				t.Errorf("port %s of pod %s: vif_type %q, bridge %v; want ovs on %s", port.ID, p.Name, port.VIFType, port.VIFDetails.BridgeName, e.node.L2Bridge)
 			}
 			dev := netns.HostIfName(port.ID)
 			out, err := exec.Command("ovs-vsctl", "--db="+e.ovsdb, "--timeout=10", "port-to-br", dev).CombinedOutput()
