@@ -77,6 +77,12 @@ type Checkpoint struct {
 	mu          sync.Mutex
 	attachments map[string]*Attachment // by owner
 	cooling     map[string]Cooling     // by port ID
+	// The JSON of each entry, encoded once when it is recorded: a write concatenates them into buf
+	// (reused) instead of encoding every entry again, which made the agent's garbage grow with its
+	// pods on every ADD and DEL.
+	attachmentJSON map[string][]byte // by owner
+	coolingJSON    map[string][]byte // by port ID
+	buf            bytes.Buffer      // the file being written; only the writer touches it
 	// writeHook, when set, is called right before the rename: tests kill the agent there.
 	writeHook func()
 
@@ -104,7 +110,8 @@ func removeKilledWrites(path string) {
 
 // OpenCheckpoint loads path, or starts empty when it does not exist.
 func OpenCheckpoint(path string) (*Checkpoint, error) {
-	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{}, writeHook: crashpoint.Func("checkpoint-rename")}
+	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{},
+		attachmentJSON: map[string][]byte{}, coolingJSON: map[string][]byte{}, writeHook: crashpoint.Func("checkpoint-rename")}
 	c.cond.L = &c.mu
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -124,10 +131,14 @@ func OpenCheckpoint(path string) (*Checkpoint, error) {
 		if a == nil || a.ContainerID == "" || a.IfName == "" || a.Port.ID == "" {
 			return nil, fmt.Errorf("checkpoint %s holds an attachment without container, ifname or port", path)
 		}
-		c.attachments[a.Owner()] = a
+		if err := c.setAttachmentLocked(a); err != nil {
+			return nil, err
+		}
 	}
 	for _, cl := range f.Cooling {
-		c.cooling[cl.Port.ID] = cl
+		if err := c.setCoolingLocked(cl); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -177,17 +188,50 @@ func (c *Checkpoint) CoolingPorts() []Cooling {
 	return out
 }
 
-// Put records an attachment and persists it before returning.
+func (c *Checkpoint) setAttachmentLocked(a *Attachment) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint attachment %s: %w", a.Owner(), err)
+	}
+	c.attachments[a.Owner()] = a
+	c.attachmentJSON[a.Owner()] = data
+	return nil
+}
+
+func (c *Checkpoint) deleteAttachmentLocked(key string) {
+	delete(c.attachments, key)
+	delete(c.attachmentJSON, key)
+}
+
+func (c *Checkpoint) setCoolingLocked(cl Cooling) error {
+	data, err := json.Marshal(cl)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint cooling port %s: %w", cl.Port.ID, err)
+	}
+	c.cooling[cl.Port.ID] = cl
+	c.coolingJSON[cl.Port.ID] = data
+	return nil
+}
+
+func (c *Checkpoint) deleteCoolingLocked(portID string) {
+	delete(c.cooling, portID)
+	delete(c.coolingJSON, portID)
+}
+
+// Put records an attachment and persists it before returning. The attachment must not be modified
+// afterwards: its encoding is taken now.
 func (c *Checkpoint) Put(a *Attachment) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prev := c.attachments[a.Owner()]
-	c.attachments[a.Owner()] = a
+	if err := c.setAttachmentLocked(a); err != nil {
+		return err
+	}
 	if err := c.persistLocked(); err != nil {
 		if prev != nil {
-			c.attachments[a.Owner()] = prev
+			_ = c.setAttachmentLocked(prev) // encoded before
 		} else {
-			delete(c.attachments, a.Owner())
+			c.deleteAttachmentLocked(a.Owner())
 		}
 		return err
 	}
@@ -203,11 +247,13 @@ func (c *Checkpoint) Release(containerID, ifName string, at time.Time) error {
 	if !ok {
 		return nil
 	}
-	delete(c.attachments, key)
-	c.cooling[a.Port.ID] = Cooling{Port: a.Port, ReleasedAt: at}
+	if err := c.setCoolingLocked(Cooling{Port: a.Port, ReleasedAt: at}); err != nil {
+		return err
+	}
+	c.deleteAttachmentLocked(key)
 	if err := c.persistLocked(); err != nil {
-		c.attachments[key] = a
-		delete(c.cooling, a.Port.ID)
+		_ = c.setAttachmentLocked(a) // encoded before
+		c.deleteCoolingLocked(a.Port.ID)
 		return err
 	}
 	return nil
@@ -222,9 +268,9 @@ func (c *Checkpoint) Drop(containerID, ifName string) error {
 	if !ok {
 		return nil
 	}
-	delete(c.attachments, key)
+	c.deleteAttachmentLocked(key)
 	if err := c.persistLocked(); err != nil {
-		c.attachments[key] = a
+		_ = c.setAttachmentLocked(a) // encoded before
 		return err
 	}
 	return nil
@@ -237,7 +283,7 @@ func (c *Checkpoint) Cooled(portIDs ...string) error {
 	changed := false
 	for _, id := range portIDs {
 		if _, ok := c.cooling[id]; ok {
-			delete(c.cooling, id)
+			c.deleteCoolingLocked(id)
 			changed = true
 		}
 	}
@@ -273,31 +319,36 @@ func (c *Checkpoint) persistLocked() error {
 		c.cond.Broadcast()
 	}()
 	crashpoint.Hit("checkpoint-write")
-	data, err := c.encodeLocked()
-	if err == nil {
-		func() {
-			c.mu.Unlock()
-			defer c.mu.Lock() // the callers unlock, even when a test's hook panics
-			err = writeFileAtomic(c.path, bytes.NewReader(data), 0o600, c.writeHook)
-		}()
-	}
+	c.encodeLocked()
+	var err error
+	func() {
+		c.mu.Unlock()
+		defer c.mu.Lock() // the callers unlock, even when a test's hook panics
+		err = writeFileAtomic(c.path, bytes.NewReader(c.buf.Bytes()), 0o600, c.writeHook)
+	}()
 	g.err = err
 	return err
 }
 
-func (c *Checkpoint) encodeLocked() ([]byte, error) {
-	f := checkpointFile{Version: checkpointVersion, Attachments: make([]*Attachment, 0, len(c.attachments)), Cooling: make([]Cooling, 0, len(c.cooling))}
-	for _, a := range c.attachments {
-		f.Attachments = append(f.Attachments, a)
+// encodeLocked writes the checkpointFile of the state into c.buf from the entries' encodings.
+func (c *Checkpoint) encodeLocked() {
+	c.buf.Reset()
+	fmt.Fprintf(&c.buf, `{"version":%d,"attachments":[`, checkpointVersion)
+	joinJSON(&c.buf, c.attachmentJSON)
+	c.buf.WriteString(`],"cooling":[`)
+	joinJSON(&c.buf, c.coolingJSON)
+	c.buf.WriteString("]}")
+}
+
+func joinJSON(b *bytes.Buffer, entries map[string][]byte) {
+	first := true
+	for _, e := range entries {
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.Write(e)
 	}
-	for _, cl := range c.cooling {
-		f.Cooling = append(f.Cooling, cl)
-	}
-	data, err := json.Marshal(&f)
-	if err != nil {
-		return nil, fmt.Errorf("encode checkpoint: %w", err)
-	}
-	return data, nil
 }
 
 // writeFileAtomic replaces path with what src holds so that a crash, or a reader at any moment,

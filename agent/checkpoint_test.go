@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +116,79 @@ func TestCheckpointRefusesCorruptOrForeignFiles(t *testing.T) {
 				t.Errorf("OpenCheckpoint = %v, want an error naming %s", err, path)
 			}
 		})
+	}
+}
+
+// TestCheckpointFileIsTheState checks that the file, written from the entries' cached encodings,
+// holds exactly the state in memory after every kind of change, and loads back into it.
+func TestCheckpointFileIsTheState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.json")
+	c, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := func(i int) pool.Port {
+		return pool.Port{ID: fmt.Sprintf("p%d", i), Key: pool.Key{Node: "n", Project: "pr", Network: "net"}, SGs: pool.NewSGSet("sg"),
+			MAC: "fa:16:3e:00:00:01", FixedIPs: []pool.FixedIP{{SubnetID: "s", IP: fmt.Sprintf("10.0.0.%d", i)}}, VIFType: "ovs",
+			VIFDetails: pool.VIFDetails{BridgeName: "br-int"}}
+	}
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"put 1", func() error {
+			return c.Put(&Attachment{ContainerID: "c1", IfName: "eth0", Netns: "/n1", Pod: PodRef{"ns", "a", "u1"}, Port: port(1), CreatedAt: at})
+		}},
+		{"put 2", func() error {
+			return c.Put(&Attachment{ContainerID: "c2", IfName: "eth0", Port: port(2), Network: "kuryr"})
+		}},
+		{"put 1 again, changed", func() error {
+			return c.Put(&Attachment{ContainerID: "c1", IfName: "eth0", Netns: "/n1b", Port: port(1), Plug: PlugParams{Mode: "ovs", Bridge: "br-int"}})
+		}},
+		{"release 2", func() error { return c.Release("c2", "eth0", at) }},
+		{"put 3", func() error { return c.Put(&Attachment{ContainerID: "c3", IfName: "net1", Port: port(3)}) }},
+		{"drop 3", func() error { return c.Drop("c3", "net1") }},
+		{"cooled 2", func() error { return c.Cooled("p2") }},
+		{"release 1", func() error { return c.Release("c1", "eth0", at.Add(time.Second)) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		re, err := OpenCheckpoint(path)
+		if err != nil {
+			t.Fatalf("%s: reload: %v", s.name, err)
+		}
+		if got, want := re.Attachments(), c.Attachments(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: attachments on disk %+v, in memory %+v", s.name, got, want)
+		}
+		if got, want := re.CoolingPorts(), c.CoolingPorts(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: cooling on disk %+v, in memory %+v", s.name, got, want)
+		}
+	}
+	if cl := c.CoolingPorts(); len(cl) != 1 || cl[0].Port.ID != "p1" || cl[0].Port.VIFDetails.BridgeName != "br-int" {
+		t.Errorf("cooling at the end: %+v, want p1 with its bridge", cl)
+	}
+}
+
+// TestCheckpointLoadsWholeVIFDetails: a checkpoint written when vifDetails held Neutron's whole
+// binding:vif_details loads, keeping the bridge.
+func TestCheckpointLoadsWholeVIFDetails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.json")
+	old := `{"version":1,"attachments":[{"containerId":"c1","ifName":"eth0","netns":"/n","pod":{"namespace":"ns","name":"a"},
+		"port":{"id":"p1","key":{"node":"n","project":"p","network":"net"},"sgs":"sg","mac":"m","fixedIps":null,
+		"vifType":"ovs","vifDetails":{"bridge_name":"br-x","port_filter":true,"datapath_type":"netdev"}},
+		"plug":{},"createdAt":"2026-12-01T00:00:00Z"}],"cooling":[]}`
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ok := c.Get("c1", "eth0")
+	if !ok || a.Port.VIFDetails.BridgeName != "br-x" {
+		t.Fatalf("loaded %+v, want c1 on bridge br-x", a)
 	}
 }
