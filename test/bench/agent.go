@@ -219,10 +219,20 @@ func (a *agentProc) stop() {
 }
 
 // memory returns VmRSS and VmHWM (peak) of the agent in KiB.
-func (a *agentProc) memory() (rss, hwm int64, err error) {
+// memUsage is the agent's resident memory from /proc/PID/status, in KiB.
+type memUsage struct {
+	rss, hwm   int64 // VmRSS, VmHWM
+	anon, file int64 // RssAnon (heap, stacks), RssFile (the binary's pages in use)
+}
+
+func (m memUsage) String() string {
+	return fmt.Sprintf("anonymous %.1f MiB, file-backed %.1f MiB", float64(m.anon)/1024, float64(m.file)/1024)
+}
+
+func (a *agentProc) memory() (m memUsage, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -234,12 +244,16 @@ func (a *agentProc) memory() (rss, hwm int64, err error) {
 		v, _ := strconv.ParseInt(fields[1], 10, 64)
 		switch fields[0] {
 		case "VmRSS:":
-			rss = v
+			m.rss = v
 		case "VmHWM:":
-			hwm = v
+			m.hwm = v
+		case "RssAnon:":
+			m.anon = v
+		case "RssFile:":
+			m.file = v
 		}
 	}
-	return rss, hwm, sc.Err()
+	return m, sc.Err()
 }
 
 // scrape is one read of the agent's metrics.

@@ -177,7 +177,7 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 		return err
 	}
 	scenario := fmt.Sprintf("%d-ports-%d-pods", n, e.pods)
-	rss0, _, err := a.memory()
+	mem0, err := a.memory()
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 	if after, err = a.scrape(); err != nil {
 		return err
 	}
-	rss, hwm, err := a.memory()
+	mem, err := a.memory()
 	if err != nil {
 		return err
 	}
@@ -255,9 +255,9 @@ func memoryRows(ctx context.Context, e *benchEnv, fx fakeneutron.Fixture, n int)
 		valueRow("kuryr-agent", "add-path", "neutron requests/ADD", "requests", sync, note),
 		valueRow("kuryr-agent", "add-path", "async requests/pod", "requests", total(perPod), "after the reply, by op: "+opsString(perPod)),
 		held,
-		valueRow("kuryr-agent", fmt.Sprintf("%d-ports-0-pods", n), "VmRSS", "MiB", float64(rss0)/1024, "after start-up"),
-		valueRow("kuryr-agent", scenario, "VmRSS", "MiB", float64(rss)/1024, "target: < 50 MiB"),
-		valueRow("kuryr-agent", scenario, "VmHWM", "MiB", float64(hwm)/1024, "peak resident memory"),
+		valueRow("kuryr-agent", fmt.Sprintf("%d-ports-0-pods", n), "VmRSS", "MiB", float64(mem0.rss)/1024, "after start-up: "+mem0.String()),
+		valueRow("kuryr-agent", scenario, "VmRSS", "MiB", float64(mem.rss)/1024, "target: < 50 MB (47.7 MiB); "+mem.String()),
+		valueRow("kuryr-agent", scenario, "VmHWM", "MiB", float64(mem.hwm)/1024, "peak resident memory"),
 	}
 	rows = append(rows, usageRows("kuryr-cni", "sequential-"+fmt.Sprint(e.pods), "ADD", ex.take("ADD"), nil)...)
 	dels, delErrs, delWall := sequentialPhase(ctx, pods, r.Del)
