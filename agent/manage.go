@@ -169,6 +169,12 @@ func (m *ManageServer) populate(ctx context.Context, body []byte) *manageAnswer 
 		return answer(http.StatusInternalServerError, fmt.Sprintf("Error while populating pool %s with %d ports.", manage.PyList(req.Trunks), n)).withErr(err)
 	}
 	created, capped, err := m.Admin.Populate(ctx, key, n, req.Force)
+	switch {
+	case errors.Is(err, pool.ErrNoPools):
+		return answer(http.StatusConflict, "This agent keeps no pools: [kubernetes] vif_pool_driver is noop.").withErr(err)
+	case errors.Is(err, pool.ErrNotReady):
+		return answer(http.StatusServiceUnavailable, "The agent is still loading its pools; try again in a moment.").withErr(err)
+	}
 	if err != nil {
 		a := answer(http.StatusInternalServerError, fmt.Sprintf("Error while populating pool %s with %d ports.", manage.PyList(req.Trunks), n)).withErr(err)
 		a.Created = &created

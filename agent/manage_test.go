@@ -166,6 +166,19 @@ func TestManageAPI(t *testing.T) {
 	if err := json.Unmarshal(resp.Body, &ans); err != nil || len(ans.Pools) != 1 || ans.Pools[0].Network != "net1" || !strings.HasPrefix(ans.Message, "Pools:") {
 		t.Errorf("JSON list: %s (%v)", resp.Body, err)
 	}
+	for _, tt := range []struct {
+		err    error
+		status int
+		want   string
+	}{
+		{fmt.Errorf("populate pool x: %w", pool.ErrNoPools), 409, "keeps no pools: [kubernetes] vif_pool_driver is noop"},
+		{fmt.Errorf("populate pool x: %w", pool.ErrNotReady), 503, "still loading its pools"},
+	} {
+		admin.popErr = tt.err
+		if status, body := raw("POST", manage.PathPopulate, `{"trunks": ["10.0.4.6"], "num_ports": 3}`); status != tt.status || !strings.Contains(body, tt.want) {
+			t.Errorf("populate with %v: %d %q, want %d naming %q", tt.err, status, body, tt.status, tt.want)
+		}
+	}
 	admin.popErr = errors.New("neutron: 500 Internal Server Error")
 	if status, body := raw("POST", manage.PathPopulate, `{"trunks": ["10.0.4.6"], "num_ports": 3}`); status != 500 ||
 		!strings.Contains(body, "Error while populating pool ['10.0.4.6'] with 3 ports.") || !strings.Contains(body, "neutron: 500") {

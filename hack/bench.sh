@@ -10,7 +10,8 @@
 #   - Neutron requests per nested refill batch, on a trunk of the bench's own;
 #   - time until a pod's port is ACTIVE with a real neutron-openvswitch-agent (hack/l2-agent-up.sh),
 #     from the pool and without (noop).
-# BENCH_SKIP (comma-separated: latency,pooled,refill,nested,active) leaves phases out.
+# BENCH_SKIP (comma-separated: latency,pooled,refill,nested,active) leaves phases out. BENCH_PPROF=true
+# serves the latency phase's agents' profiles on 127.0.0.1:29655/debug/pprof/ (for profiling a run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespaces)" >&2; exit 1; }
@@ -81,6 +82,7 @@ sock_file = $D/manage.sock
 socket_path = $D/cni.sock
 checkpoint_path = $D/checkpoint-$1.json
 metrics_address = 127.0.0.1:29655
+pprof = ${BENCH_PPROF:-false}
 [cni_health_server]
 health_address = 127.0.0.1:28090
 CONF

@@ -25,6 +25,9 @@ const (
 // (kuryr's ResourceNotReady): before that, a free port might be one the checkpoint says is in use.
 var ErrNotReady = errors.New("pools not loaded yet")
 
+// ErrNoPools is the answer of pool operations under the noop pool driver, which keeps none.
+var ErrNoPools = errors.New("the noop pool driver keeps no pools")
+
 // ErrPortGone is what a Backend returns for a port that no longer exists in Neutron (deleted
 // behind the agent's back): the pools forget it instead of retrying it forever.
 var ErrPortGone = errors.New("port no longer exists")

@@ -348,7 +348,7 @@ func (d *Driver) mark(ctx context.Context, j markJob) {
 func (d *Driver) Populate(ctx context.Context, key Key, n int, force bool) (created int, capped int, err error) {
 	switch {
 	case d.noop:
-		return 0, 0, fmt.Errorf("populate pool %s: the noop pool driver keeps no pools", key)
+		return 0, 0, fmt.Errorf("populate pool %s: %w", key, ErrNoPools)
 	case !d.Ready():
 		return 0, 0, fmt.Errorf("populate pool %s: %w", key, ErrNotReady)
 	}
