@@ -186,7 +186,17 @@ func Run(ctx context.Context, o Options) error {
 		// an unreachable API server never stops pods from starting.
 		pods.Start(ctx)
 	}
-	go driver.Run(ctx)
+	driverDone := make(chan struct{})
+	go func() {
+		defer close(driverDone)
+		driver.Run(ctx)
+	}()
+	defer func() {
+		// The driver finishes the port deletions it was handed (within its shutdown grace) before
+		// the process exits.
+		cancel()
+		<-driverDone
+	}()
 	if nsNetworks != nil {
 		go nsNetworks.Run(ctx, 2)
 	}

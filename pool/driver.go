@@ -63,7 +63,14 @@ type DriverOptions struct {
 	// OnRefillError, when set, hears of every failed refill or populate of a key (quota, VLAN
 	// IDs, Neutron down...), for Events and alerts. It must not block.
 	OnRefillError func(key Key, err error)
+	// ShutdownGrace is how long Run, once its context is done, goes on deleting the ports already
+	// handed to it (the noop driver's released ports, a pool's surplus) before it gives up on them;
+	// 0 is the default (10 s), negative is none. Without it a noop agent stopped after a burst of
+	// DELs left every port still queued in Neutron until its next start.
+	ShutdownGrace time.Duration
 }
+
+const defaultShutdownGrace = 10 * time.Second
 
 // DriverCounters are cumulative counts of what a Driver did, for metrics. The per-pool gauges are
 // Stats.
@@ -107,6 +114,8 @@ type Driver struct {
 	clock Clock
 	node  string
 	noop  bool
+	// shutdownGrace: how long a stopping Run finishes its deletions.
+	shutdownGrace time.Duration
 
 	onRefillError func(Key, error)
 	freq          time.Duration
@@ -164,6 +173,13 @@ func NewDriver(b Backend, opts DriverOptions) *Driver {
 	if conc <= 0 {
 		conc = DefaultMaxConcurrentRefills
 	}
+	grace := opts.ShutdownGrace
+	switch {
+	case grace == 0:
+		grace = defaultShutdownGrace
+	case grace < 0:
+		grace = 0
+	}
 	lim := opts.Limits
 	if opts.Noop {
 		// No pool: nothing is refilled, kept or recycled.
@@ -181,6 +197,7 @@ func NewDriver(b Backend, opts DriverOptions) *Driver {
 		markBase:  markBackoff,
 
 		onRefillError: opts.OnRefillError,
+		shutdownGrace: grace,
 	}
 }
 

@@ -32,6 +32,7 @@ type fakeBackend struct {
 	createExtra int           // create this many more ports than asked (a misbehaving backend)
 	createGate  chan struct{} // non-nil: CreatePorts waits for a receive (or ctx) after recording the call
 	deleteErr   map[string]error
+	deleteGate  chan struct{} // non-nil: DeletePorts waits for a receive (or ctx) before deleting
 	resetErr    error
 	sgErr       error
 	markErrs    int // the first markErrs MarkInUse calls fail
@@ -92,6 +93,20 @@ func (f *fakeBackend) CreatePorts(ctx context.Context, req CreateRequest) ([]Por
 }
 
 func (f *fakeBackend) DeletePorts(ctx context.Context, ports []Port) map[string]error {
+	f.mu.Lock()
+	gate := f.deleteGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			failed := map[string]error{}
+			for _, p := range ports {
+				failed[p.ID] = ctx.Err()
+			}
+			return failed
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("delete")

@@ -26,7 +26,11 @@ func (d *Driver) Run(ctx context.Context) {
 	}
 	defer d.running.Store(false)
 
-	r := &runner{d: d, ctx: ctx}
+	// Deletions outlive ctx by the shutdown grace: a port handed over for deletion is deleted, not
+	// left behind, when the agent stops.
+	delCtx, cancelDel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDel()
+	r := &runner{d: d, ctx: ctx, delCtx: delCtx, cancelDel: cancelDel}
 	for range markWorkers {
 		r.wg.Go(func() { d.markLoop(ctx) })
 	}
@@ -77,7 +81,10 @@ func (d *Driver) Run(ctx context.Context) {
 type runner struct {
 	d   *Driver
 	ctx context.Context
-	wg  sync.WaitGroup
+	// delCtx is the deletions' context: cancelled a shutdown grace after ctx.
+	delCtx    context.Context
+	cancelDel context.CancelFunc
+	wg        sync.WaitGroup
 	// parked are refill tickets of keys whose last refills failed, waiting for their retry time.
 	// They stay in flight in the engine, so that nothing plans the same ports again meanwhile.
 	parked []Refill
@@ -133,35 +140,56 @@ func (r *runner) delete(ports []Port) {
 	r.wg.Go(func() {
 		select {
 		case r.d.ioSem <- struct{}{}:
-		case <-r.ctx.Done():
+		case <-r.delCtx.Done():
 			for _, p := range ports {
 				r.d.e.DeleteFailed(p.ID)
 			}
 			return
 		}
 		defer func() { <-r.d.ioSem }()
-		if _, err := r.d.deletePorts(r.ctx, ports); err != nil && r.ctx.Err() == nil {
+		if _, err := r.d.deletePorts(r.delCtx, ports); err != nil && r.delCtx.Err() == nil {
 			klog.FromContext(r.ctx).Error(err, "deleting pool ports failed; the next tick retries")
 		}
 		r.d.kick() // room under Max again
 	})
 }
 
-// stop gives back what the engine still counts on this Run for, and waits for the goroutines.
+// stop gives back what the engine still counts on this Run for, finishes the deletions queued and
+// in flight within the shutdown grace, and waits for the goroutines.
 func (r *runner) stop() {
 	for _, t := range r.parked {
 		r.d.e.RefillDone(t.ID, nil, r.ctx.Err())
 	}
 	r.parked = nil
+	var queued []Port
 	for drained := false; !drained; {
 		select {
 		case p := <-r.d.deleteC:
-			r.d.e.DeleteFailed(p.ID) // the next Run's tick deletes it
+			queued = append(queued, p)
 		default:
 			drained = true
 		}
 	}
-	r.wg.Wait()
+	grace := time.NewTimer(r.d.shutdownGrace)
+	defer grace.Stop()
+	if r.d.shutdownGrace <= 0 {
+		r.cancelDel()
+	}
+	if len(queued) > 0 {
+		r.delete(queued) // with the grace cancelled, they fail and the next Run's tick deletes them
+	}
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-grace.C:
+		klog.FromContext(r.ctx).Info("shutdown grace over: pending port deletions cancelled; the next start deletes them", "grace", r.d.shutdownGrace)
+		r.cancelDel()
+		<-done
+	}
 }
 
 func (d *Driver) retryAt(key Key) time.Time {

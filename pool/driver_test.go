@@ -824,3 +824,53 @@ func TestDriverRecycleOfAGonePort(t *testing.T) {
 		t.Errorf("stats %+v, recycle failures %d; want nothing left and no failure counted", s, dt.d.Counters().RecycleFailures)
 	}
 }
+
+// TestDriverShutdownFinishesDeletions: ports handed over for deletion (a noop DEL) when the agent
+// stops are deleted within the shutdown grace, not left in Neutron; past the grace Run gives up and
+// returns, and the port is left to the next start.
+func TestDriverShutdownFinishesDeletions(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		grace       time.Duration
+		openGate    bool // the deletion can finish
+		wantDeleted bool
+	}{
+		{name: "deletion finishes within the grace", grace: 10 * time.Second, openGate: true, wantDeleted: true},
+		{name: "deletion outlasts the grace", grace: 50 * time.Millisecond, openGate: false, wantDeleted: false},
+		{name: "no grace", grace: -1, openGate: true, wantDeleted: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeBackend()
+			dt := newDrvTest(t, f, DriverOptions{Noop: true, Limits: Limits{Batch: 1}, ShutdownGrace: tt.grace})
+			dt.recover(nil, nil)
+			dt.d.EnsurePool(drvKey, drvSubs, drvSGa)
+			dt.run()
+			p := dt.acquire("c1/eth0", drvSGa)
+			gate := make(chan struct{})
+			f.view(func(f *fakeBackend) { f.deleteGate = gate })
+			if _, err := dt.d.Release("c1/eth0"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the deletion to start", func() bool { return dt.state(p.ID) == StateDeleting })
+			stopped := make(chan struct{})
+			go func() {
+				dt.stop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+				if tt.grace > time.Second {
+					t.Fatal("Run returned with a deletion in flight and grace left")
+				}
+			case <-time.After(200 * time.Millisecond):
+				if tt.openGate {
+					close(gate)
+				}
+				<-stopped
+			}
+			if deleted := !f.has(p.ID); deleted != tt.wantDeleted {
+				t.Errorf("port deleted from Neutron: %v, want %v", deleted, tt.wantDeleted)
+			}
+		})
+	}
+}
