@@ -203,7 +203,9 @@ func judge(rows []Row) []Target {
 	for _, r := range rows {
 		switch {
 		case r.Label == "kuryr-agent" && r.Op == "VmRSS" && strings.Contains(r.Scenario, "pods") && !strings.HasSuffix(r.Scenario, "-0-pods"):
-			out = append(out, Target{Goal: "agent RSS < 50 MiB, " + r.Scenario, Measured: fmt.Sprintf("%.1f MiB", r.P50), Met: r.P50 < 50})
+			// The 50 MB: 50e6 bytes, 47.7 MiB.
+			const limitMiB = 50e6 / (1 << 20)
+			out = append(out, Target{Goal: "agent RSS < 50 MB, " + r.Scenario, Measured: fmt.Sprintf("%.1f MiB (%.1f MB)", r.P50, r.P50*(1<<20)/1e6), Met: r.P50 < limitMiB})
 		case r.Label == "kuryr-agent" && r.Op == "ready - neutron":
 			out = append(out, Target{Goal: "start-up within 1 s of Neutron's time, " + strings.TrimPrefix(r.Scenario, "startup-"),
 				Measured: fmt.Sprintf("%.0f ms beyond Neutron's (p50; max %.0f)", r.P50, r.Max), Met: r.Max < 1000})
