@@ -134,6 +134,9 @@ type Driver struct {
 
 	mu    sync.Mutex
 	pools map[Key]*driverPool
+	// marking holds the ports whose MarkInUse request is in flight, each with a channel closed when
+	// it ends: a recycle waits for it, so that a late mark never renames a port already reset.
+	marking map[string]chan struct{}
 
 	n struct {
 		created, createFail, recycled, recycleFail, deleted, deleteFail,
@@ -157,6 +160,7 @@ type driverPool struct {
 type markJob struct {
 	p              Port
 	name, deviceID string
+	owner          string // the engine owner the port was in use by when the job was queued
 }
 
 // NewDriver returns a Driver for the pools of b's node. It serves nothing before Recover.
@@ -194,6 +198,7 @@ func NewDriver(b Backend, opts DriverOptions) *Driver {
 		deleteC:   make(chan Port, deleteQueue),
 		markC:     make(chan markJob, markQueueLen),
 		pools:     make(map[Key]*driverPool),
+		marking:   make(map[string]chan struct{}),
 		markBase:  markBackoff,
 
 		onRefillError: opts.OnRefillError,
@@ -414,8 +419,12 @@ func (d *Driver) queueDelete(p Port) {
 // blocks. Run's workers retry a failure a few times with backoff and log it; a port released before
 // its turn is not marked.
 func (d *Driver) MarkInUse(p Port, name, deviceID string) {
+	owner := d.e.InUseBy(p.ID)
+	if owner == "" {
+		return // released already: nothing to name
+	}
 	select {
-	case d.markC <- markJob{p: p, name: name, deviceID: deviceID}:
+	case d.markC <- markJob{p: p, name: name, deviceID: deviceID, owner: owner}:
 	default:
 		d.n.markDrop.Add(1)
 		klog.Background().Info("MarkInUse queue full; port left unmarked", "port", p.ID, "pod", name)

@@ -35,7 +35,8 @@ type fakeBackend struct {
 	deleteGate  chan struct{} // non-nil: DeletePorts waits for a receive (or ctx) before deleting
 	resetErr    error
 	sgErr       error
-	markErrs    int // the first markErrs MarkInUse calls fail
+	markErrs    int           // the first markErrs MarkInUse calls fail
+	markGate    chan struct{} // non-nil: MarkInUse waits for a receive (or ctx) before it lands
 	listErr     error
 }
 
@@ -144,6 +145,16 @@ func (f *fakeBackend) UpdateSGs(ctx context.Context, p Port, sgs SGSet) error {
 }
 
 func (f *fakeBackend) MarkInUse(ctx context.Context, p Port, name, deviceID string) error {
+	f.mu.Lock()
+	gate := f.markGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("mark")

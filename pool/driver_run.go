@@ -274,6 +274,10 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 		return
 	}
 	defer func() { <-d.ioSem }()
+	if err := d.waitMarks(ctx, p.ID); err != nil {
+		d.e.RecycleFailed(p.ID)
+		return
+	}
 	if err := d.b.ResetPort(ctx, p); err != nil {
 		if errors.Is(err, ErrPortGone) {
 			klog.FromContext(ctx).Info("a port being recycled was deleted outside the agent; forgotten", "port", p.ID)
@@ -336,16 +340,19 @@ func (d *Driver) markLoop(ctx context.Context) {
 	}
 }
 
-// mark runs one MarkInUse with retries. It stops as soon as the port is no longer in use, so that
-// a late retry does not stamp a pod on a port already recycled.
+// mark runs one MarkInUse with retries. Each attempt starts only while the port is still in use by
+// the job's owner, and a recycle waits for an attempt in flight: a late retry never stamps a pod on a
+// port already recycled, or on the next pod's.
 func (d *Driver) mark(ctx context.Context, j markJob) {
 	log := klog.FromContext(ctx).WithValues("port", j.p.ID, "pod", j.name)
 	delay := d.markBase
 	for attempt := 1; ; attempt++ {
-		if st, ok := d.PortState(j.p.ID); !ok || st != StateInUse {
+		done, ok := d.startMark(j)
+		if !ok {
 			return
 		}
 		err := d.b.MarkInUse(ctx, j.p, j.name, j.deviceID)
+		d.endMark(j.p.ID, done)
 		if err == nil {
 			crashpoint.Hit("mark-updated")
 			return
@@ -365,6 +372,46 @@ func (d *Driver) mark(ctx context.Context, j markJob) {
 		case <-time.After(delay):
 		}
 		delay *= 2
+	}
+}
+
+// startMark registers a mark attempt of j's port if the port is still in use by j's owner. The check
+// and the registration are one step under d.mu, and the port leaves in-use before its recycle
+// looks (waitMarks): either the recycle sees the attempt and waits, or the attempt sees the port
+// released and does not start.
+func (d *Driver) startMark(j markJob) (chan struct{}, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.e.InUseBy(j.p.ID) != j.owner {
+		return nil, false
+	}
+	done := make(chan struct{})
+	d.marking[j.p.ID] = done
+	return done, true
+}
+
+func (d *Driver) endMark(portID string, done chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.marking[portID] == done {
+		delete(d.marking, portID)
+	}
+	close(done)
+}
+
+// waitMarks waits for a mark attempt of the port in flight, if any.
+func (d *Driver) waitMarks(ctx context.Context, portID string) error {
+	d.mu.Lock()
+	done := d.marking[portID]
+	d.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -524,14 +524,14 @@ func TestDriverMarkInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := f.numCalls()
-	dt.d.mark(dt.ctx, markJob{p: q, name: "ns/pod2", deviceID: "uid-2"})
+	dt.d.mark(dt.ctx, markJob{p: q, name: "ns/pod2", deviceID: "uid-2", owner: "c2/eth0"})
 	if n := f.numCalls(); n != before {
 		t.Errorf("a released port was marked (%d calls)", n-before)
 	}
 	r := dt.acquire("c3/eth0", drvSGa)
 	before = f.numCalls()
 	f.view(func(f *fakeBackend) { f.markErrs = 100 })
-	dt.d.mark(dt.ctx, markJob{p: r, name: "ns/pod3", deviceID: "uid-3"})
+	dt.d.mark(dt.ctx, markJob{p: r, name: "ns/pod3", deviceID: "uid-3", owner: "c3/eth0"})
 	if n := f.numCalls() - before; n != markAttempts {
 		t.Errorf("%d mark calls before giving up, want %d", n, markAttempts)
 	}
@@ -542,14 +542,101 @@ func TestDriverMarkInUse(t *testing.T) {
 
 func TestDriverMarkInUseNeverBlocks(t *testing.T) {
 	f := newFakeBackend()
+	f.seed("p1", drvKey, drvSGa, true)
 	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Batch: 1}})
+	dt.recover(nil, nil)
+	p := dt.acquire("c1/eth0", drvSGa)
 	// No Run: nothing drains the queue.
 	for range markQueueLen + 3 {
-		dt.d.MarkInUse(Port{ID: "p"}, "ns/pod", "uid")
+		dt.d.MarkInUse(p, "ns/pod", "uid")
 	}
 	if c := dt.d.Counters(); c.MarksDropped != 3 {
 		t.Errorf("MarksDropped = %d, want 3", c.MarksDropped)
 	}
+	dt.d.MarkInUse(Port{ID: "nobody's"}, "ns/pod", "uid") // not in use: not even queued
+	if c := dt.d.Counters(); c.MarksDropped != 3 {
+		t.Errorf("MarksDropped = %d after marking a port not in use, want still 3", c.MarksDropped)
+	}
+}
+
+// TestDriverRecycleWaitsForMark: a pod's port is released while the request naming it after the
+// pod is still in flight; the recycle resets the port only once that request is done, so the port
+// goes back to the pool as available-port, not with the old pod's name.
+func TestDriverRecycleWaitsForMark(t *testing.T) {
+	f := newFakeBackend()
+	f.seed("p1", drvKey, drvSGa, true)
+	gate := make(chan struct{})
+	f.markGate = gate
+	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Batch: 1, Cooldown: time.Second}})
+	dt.recover(nil, nil)
+	dt.run()
+	p := dt.acquire("c1/eth0", drvSGa)
+	dt.d.MarkInUse(p, "ns/pod1", "uid-1")
+	waitFor(t, "the mark in flight", func() bool {
+		dt.d.mu.Lock()
+		defer dt.d.mu.Unlock()
+		return dt.d.marking[p.ID] != nil
+	})
+	if _, err := dt.d.Release("c1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	dt.clk.Advance(time.Second)
+	dt.tick()
+	time.Sleep(50 * time.Millisecond)
+	if st := dt.state(p.ID); st != StateRecycling {
+		t.Fatalf("port is %s with its mark in flight, want recycling (waiting)", st)
+	}
+	f.view(func(f *fakeBackend) {
+		if len(f.resets) != 0 {
+			t.Errorf("reset %q while the mark was in flight", f.resets)
+		}
+	})
+	close(gate)
+	waitFor(t, "the recycle after the mark", func() bool { return dt.state(p.ID) == StateFree })
+	f.view(func(f *fakeBackend) {
+		var order []string
+		for _, c := range f.calls {
+			if c == "mark" || c == "reset" {
+				order = append(order, c)
+			}
+		}
+		if !slices.Equal(order, []string{"mark", "reset"}) {
+			t.Errorf("Neutron calls %q, want the mark, then the reset", order)
+		}
+	})
+}
+
+// TestDriverLateMarkRetrySkipsTheNextPod: a mark that failed retries later; by then its pod is gone
+// and the recycled port belongs to another pod, whose port the retry must not rename.
+func TestDriverLateMarkRetrySkipsTheNextPod(t *testing.T) {
+	f := newFakeBackend()
+	f.seed("p1", drvKey, drvSGa, true)
+	f.markErrs = 1
+	dt := newDrvTest(t, f, DriverOptions{Limits: Limits{Batch: 1}})
+	dt.d.markBase = 300 * time.Millisecond
+	dt.recover(nil, nil)
+	dt.run()
+	p := dt.acquire("c1/eth0", drvSGa)
+	dt.d.MarkInUse(p, "ns/pod1", "uid-1")
+	waitFor(t, "the first, failed, mark", func() bool {
+		n := 0
+		f.view(func(f *fakeBackend) { n = len(f.marks) })
+		return n == 1
+	})
+	if _, err := dt.d.Release("c1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	dt.tick() // no cooldown: recycled at once
+	waitFor(t, "the recycle", func() bool { return dt.state(p.ID) == StateFree })
+	if q := dt.acquire("c2/eth0", drvSGa); q.ID != p.ID {
+		t.Fatalf("acquired %s, want the recycled %s", q.ID, p.ID)
+	}
+	time.Sleep(3 * dt.d.markBase) // past the retry
+	f.view(func(f *fakeBackend) {
+		if len(f.marks) != 1 {
+			t.Errorf("marks %q: the retry of pod1's mark ran on pod2's port", f.marks)
+		}
+	})
 }
 
 func TestDriverNoop(t *testing.T) {

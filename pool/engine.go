@@ -413,6 +413,16 @@ func (e *Engine) Owner(owner string) (Port, bool) {
 	return Port{}, false
 }
 
+// InUseBy returns the owner of a port in use, "" when it is not in use.
+func (e *Engine) InUseBy(portID string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en := e.ports[portID]; en != nil && en.state == StateInUse {
+		return en.owner
+	}
+	return ""
+}
+
 // Get returns a port and its state.
 func (e *Engine) Get(portID string) (Port, State, bool) {
 	e.mu.Lock()

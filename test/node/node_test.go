@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -356,4 +357,47 @@ func ovsdb(t *testing.T) string {
 	err := exec.Command("ovs-vsctl", "--db="+db, "--timeout=10", "br-exists", "br-int").Run()
 	testutil.Require(t, err == nil, "userspace OVS with br-int (hack/ovs-up.sh) is not running at "+db)
 	return db
+}
+
+// TestNoopStopFinishesDeletions: a noop agent (a port created per pod) stopped with SIGTERM right
+// after its pods' DELs deletes their ports before it exits: none is left in Neutron for the next
+// start to find.
+func TestNoopStopFinishesDeletions(t *testing.T) {
+	n := newNeutron(t)
+	a := startAgent(t, n, "node-noop-stop", "bridge", "[kubernetes]\nvif_pool_driver = noop\n")
+	ctx := context.Background()
+	pods := newPods(t, 4, "noop")
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		wg.Go(func() {
+			if _, err := a.runner.Add(ctx, p); err != nil {
+				t.Errorf("ADD %s: %v", p.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Fatalf("agent log:\n%s", a.log())
+	}
+	tags := []string{neutron.NodeTag(a.node), neutron.ClusterTag(a.cluster)}
+	ports, err := n.client.ListPorts(ctx, neutron.PortFilter{Tags: tags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != len(pods) {
+		t.Fatalf("%d ports after %d noop ADDs, want one per pod", len(ports), len(pods))
+	}
+	for _, p := range pods {
+		if _, err := a.runner.Del(ctx, p); err != nil {
+			t.Fatalf("DEL %s: %v", p.Name, err)
+		}
+	}
+	a.stop(syscall.SIGTERM) // at once: the deletions are queued or in flight
+	left, err := n.client.ListPorts(ctx, neutron.PortFilter{Tags: tags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("%d of the %d pods' ports left in Neutron after the agent stopped: %v\nagent log:\n%s", len(left), len(pods), left, a.log())
+	}
 }
