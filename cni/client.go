@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,7 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/textproto"
+	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -21,61 +26,125 @@ var ErrAgentUnavailable = errors.New("kuryr agent unavailable")
 const maxResponseBytes = 1 << 20
 
 // Client calls the node agent over its unix socket.
+//
+// It speaks HTTP/1.0 itself, one request per connection, instead of using net/http: the runtime
+// starts kuryr-cni once per ADD and DEL, and net/http's package initialisation (TLS, x509, gzip)
+// was a third of the plugin's start-up. An HTTP/1.0 request makes the agent's net/http server
+// answer with the body delimited by the end of the connection or Content-Length, never chunked.
 type Client struct {
 	socketPath string
-	http       *http.Client
 }
 
 // NewClient returns a client of the agent listening on socketPath.
 func NewClient(socketPath string) *Client {
-	dialer := &net.Dialer{}
-	return &Client{
-		socketPath: socketPath,
-		http: &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "unix", socketPath)
-			},
-			DisableKeepAlives: true,
-		}},
-	}
+	return &Client{socketPath: socketPath}
 }
 
-// Call posts req to path and returns the body of a 200 answer. A non-200 answer is returned as
-// *types.Error with the agent's code and message; an unreachable agent as ErrAgentUnavailable.
+// Call posts req to path (GET without a request) and returns the body of a 200 answer. A non-200
+// answer is returned as *types.Error with the agent's code and message; an unreachable agent as
+// ErrAgentUnavailable.
 func (c *Client) Call(ctx context.Context, path string, req *Request) ([]byte, error) {
-	var body io.Reader = http.NoBody
-	method := http.MethodGet
+	var body []byte
+	method := "GET"
 	if req != nil {
-		b, err := json.Marshal(req)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(req); err != nil {
 			return nil, fmt.Errorf("encode request for %s: %w", path, err)
 		}
-		body, method = bytes.NewReader(b), http.MethodPost
+		method = "POST"
 	}
-	hreq, err := http.NewRequestWithContext(ctx, method, "http://kuryr-agent"+path, body)
-	if err != nil {
-		return nil, fmt.Errorf("build request for %s: %w", path, err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(hreq)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socketPath)
 	if err != nil {
 		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
+		if errors.As(err, &opErr) {
 			return nil, fmt.Errorf("%w at %s: %v", ErrAgentUnavailable, c.socketPath, opErr.Err)
+		}
+		return nil, fmt.Errorf("%w at %s: %v", ErrAgentUnavailable, c.socketPath, err)
+	}
+	defer conn.Close()
+	// The context bounds the whole exchange: its deadline becomes the connection's, and its
+	// cancellation interrupts a read or write in progress.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	status, data, err := exchange(conn, method, path, body)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline is the context's: the context ends at the same moment.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
 		}
 		return nil, fmt.Errorf("call kuryr agent at %s%s: %w", c.socketPath, path, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return nil, fmt.Errorf("read kuryr agent answer to %s: %w", path, err)
-	}
-	if resp.StatusCode == http.StatusOK {
+	if status == 200 {
 		return data, nil
 	}
 	cniErr := &types.Error{}
 	if jerr := json.Unmarshal(data, cniErr); jerr != nil || cniErr.Code == 0 {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("kuryr agent answered %s to %s", resp.Status, path), string(data))
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("kuryr agent answered %d to %s", status, path), string(data))
 	}
 	return nil, cniErr
+}
+
+// exchange writes one HTTP/1.0 request on conn and reads the answer: status code and body.
+func exchange(conn net.Conn, method, path string, body []byte) (int, []byte, error) {
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "%s %s HTTP/1.0\r\nHost: kuryr-agent\r\n", method, path)
+	if body != nil {
+		fmt.Fprintf(&head, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+	}
+	head.WriteString("\r\n")
+	if _, err := conn.Write(append(head.Bytes(), body...)); err != nil {
+		return 0, nil, fmt.Errorf("send request: %w", err)
+	}
+	tp := textproto.NewReader(bufio.NewReader(conn))
+	line, err := tp.ReadLine()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read answer: %w", err)
+	}
+	proto, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	status, err := strconv.Atoi(code)
+	if !strings.HasPrefix(proto, "HTTP/1.") || err != nil || status < 100 || status > 999 {
+		return 0, nil, fmt.Errorf("read answer: malformed status line %q", line)
+	}
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read answer headers: %w", err)
+	}
+	if te := hdr.Get("Transfer-Encoding"); te != "" {
+		return 0, nil, fmt.Errorf("read answer: unexpected Transfer-Encoding %q to an HTTP/1.0 request", te)
+	}
+	limit := int64(maxResponseBytes)
+	if cl := hdr.Get("Content-Length"); cl != "" {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n < 0 {
+			return 0, nil, fmt.Errorf("read answer: bad Content-Length %q", cl)
+		}
+		if n > maxResponseBytes {
+			return 0, nil, fmt.Errorf("read answer: %d bytes, more than the %d accepted", n, maxResponseBytes)
+		}
+		limit = n
+	}
+	data, err := io.ReadAll(io.LimitReader(tp.R, limit+1))
+	switch {
+	case err != nil:
+		return 0, nil, fmt.Errorf("read answer body: %w", err)
+	case int64(len(data)) > limit && hdr.Get("Content-Length") == "":
+		return 0, nil, fmt.Errorf("read answer: more than the %d bytes accepted", maxResponseBytes)
+	case int64(len(data)) > limit:
+		data = data[:limit] // bytes after the declared length are not the answer's
+	case hdr.Get("Content-Length") != "" && int64(len(data)) < limit:
+		return 0, nil, fmt.Errorf("read answer body: %d of %d bytes: %w", len(data), limit, io.ErrUnexpectedEOF)
+	}
+	return status, data, nil
 }
