@@ -94,19 +94,12 @@ func (f *fakeBackend) CreatePorts(ctx context.Context, req CreateRequest) ([]Por
 }
 
 func (f *fakeBackend) DeletePorts(ctx context.Context, ports []Port) map[string]error {
-	f.mu.Lock()
-	gate := f.deleteGate
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			failed := map[string]error{}
-			for _, p := range ports {
-				failed[p.ID] = ctx.Err()
-			}
-			return failed
+	if err := f.pass(ctx, func(f *fakeBackend) chan struct{} { return f.deleteGate }); err != nil {
+		failed := map[string]error{}
+		for _, p := range ports {
+			failed[p.ID] = err
 		}
+		return failed
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -145,15 +138,8 @@ func (f *fakeBackend) UpdateSGs(ctx context.Context, p Port, sgs SGSet) error {
 }
 
 func (f *fakeBackend) MarkInUse(ctx context.Context, p Port, name, deviceID string) error {
-	f.mu.Lock()
-	gate := f.markGate
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := f.pass(ctx, func(f *fakeBackend) chan struct{} { return f.markGate }); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -183,6 +169,22 @@ func (f *fakeBackend) view(fn func(f *fakeBackend)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(f)
+}
+
+// pass waits for a receive on the gate which(f) names, if it is set, or for ctx.
+func (f *fakeBackend) pass(ctx context.Context, which func(*fakeBackend) chan struct{}) error {
+	f.mu.Lock()
+	gate := which(f)
+	f.mu.Unlock()
+	if gate == nil {
+		return nil
+	}
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (f *fakeBackend) numCalls() int {

@@ -398,6 +398,10 @@ func TestNoopStopFinishesDeletions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(left) != 0 {
-		t.Errorf("%d of the %d pods' ports left in Neutron after the agent stopped: %v\nagent log:\n%s", len(left), len(pods), left, a.log())
+		var ids []string
+		for _, p := range left {
+			ids = append(ids, p.ID)
+		}
+		t.Errorf("%d of the %d pods' ports left in Neutron after the agent stopped: %v\nagent log:\n%s", len(left), len(pods), ids, a.log())
 	}
 }
