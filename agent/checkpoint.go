@@ -75,14 +75,9 @@ type Checkpoint struct {
 	path string
 
 	mu          sync.Mutex
-	attachments map[string]*Attachment // by owner
-	cooling     map[string]Cooling     // by port ID
-	// The JSON of each entry, encoded once when it is recorded: a write concatenates them into buf
-	// (reused) instead of encoding every entry again, which made the agent's garbage grow with its
-	// pods on every ADD and DEL.
-	attachmentJSON map[string][]byte // by owner
-	coolingJSON    map[string][]byte // by port ID
-	buf            bytes.Buffer      // the file being written; only the writer touches it
+	attachments map[string]encoded[*Attachment] // by owner
+	cooling     map[string]encoded[Cooling]     // by port ID
+	buf         bytes.Buffer                    // the file being written; only the writer touches it
 	// writeHook, when set, is called right before the rename: tests kill the agent there.
 	writeHook func()
 
@@ -110,8 +105,8 @@ func removeKilledWrites(path string) {
 
 // OpenCheckpoint loads path, or starts empty when it does not exist.
 func OpenCheckpoint(path string) (*Checkpoint, error) {
-	c := &Checkpoint{path: path, attachments: map[string]*Attachment{}, cooling: map[string]Cooling{},
-		attachmentJSON: map[string][]byte{}, coolingJSON: map[string][]byte{}, writeHook: crashpoint.Func("checkpoint-rename")}
+	c := &Checkpoint{path: path, attachments: map[string]encoded[*Attachment]{}, cooling: map[string]encoded[Cooling]{},
+		writeHook: crashpoint.Func("checkpoint-rename")}
 	c.cond.L = &c.mu
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -131,14 +126,18 @@ func OpenCheckpoint(path string) (*Checkpoint, error) {
 		if a == nil || a.ContainerID == "" || a.IfName == "" || a.Port.ID == "" {
 			return nil, fmt.Errorf("checkpoint %s holds an attachment without container, ifname or port", path)
 		}
-		if err := c.setAttachmentLocked(a); err != nil {
+		e, err := encode(a)
+		if err != nil {
 			return nil, err
 		}
+		c.attachments[a.Owner()] = e
 	}
 	for _, cl := range f.Cooling {
-		if err := c.setCoolingLocked(cl); err != nil {
+		e, err := encode(cl)
+		if err != nil {
 			return nil, err
 		}
+		c.cooling[cl.Port.ID] = e
 	}
 	return c, nil
 }
@@ -147,8 +146,8 @@ func OpenCheckpoint(path string) (*Checkpoint, error) {
 func (c *Checkpoint) Get(containerID, ifName string) (*Attachment, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a, ok := c.attachments[owner(containerID, ifName)]
-	return a, ok
+	e, ok := c.attachments[owner(containerID, ifName)]
+	return e.v, ok
 }
 
 // Attachments returns every attachment, sorted by owner.
@@ -156,8 +155,8 @@ func (c *Checkpoint) Attachments() []*Attachment {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]*Attachment, 0, len(c.attachments))
-	for _, a := range c.attachments {
-		out = append(out, a)
+	for _, e := range c.attachments {
+		out = append(out, e.v)
 	}
 	slices.SortFunc(out, func(a, b *Attachment) int {
 		if a.Owner() < b.Owner() {
@@ -176,8 +175,8 @@ func (c *Checkpoint) CoolingPorts() []Cooling {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]Cooling, 0, len(c.cooling))
-	for _, cl := range c.cooling {
-		out = append(out, cl)
+	for _, e := range c.cooling {
+		out = append(out, e.v)
 	}
 	slices.SortFunc(out, func(a, b Cooling) int {
 		if a.Port.ID < b.Port.ID {
@@ -188,34 +187,20 @@ func (c *Checkpoint) CoolingPorts() []Cooling {
 	return out
 }
 
-func (c *Checkpoint) setAttachmentLocked(a *Attachment) error {
-	data, err := json.Marshal(a)
+// encoded is a checkpoint entry with its JSON, taken once when the entry is recorded: a write
+// joins the encodings instead of encoding every entry again, which made the agent's garbage and
+// CPU grow with its pods on every ADD and DEL.
+type encoded[T any] struct {
+	v    T
+	json []byte
+}
+
+func encode[T any](v T) (encoded[T], error) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode checkpoint attachment %s: %w", a.Owner(), err)
+		return encoded[T]{}, fmt.Errorf("encode checkpoint entry: %w", err)
 	}
-	c.attachments[a.Owner()] = a
-	c.attachmentJSON[a.Owner()] = data
-	return nil
-}
-
-func (c *Checkpoint) deleteAttachmentLocked(key string) {
-	delete(c.attachments, key)
-	delete(c.attachmentJSON, key)
-}
-
-func (c *Checkpoint) setCoolingLocked(cl Cooling) error {
-	data, err := json.Marshal(cl)
-	if err != nil {
-		return fmt.Errorf("encode checkpoint cooling port %s: %w", cl.Port.ID, err)
-	}
-	c.cooling[cl.Port.ID] = cl
-	c.coolingJSON[cl.Port.ID] = data
-	return nil
-}
-
-func (c *Checkpoint) deleteCoolingLocked(portID string) {
-	delete(c.cooling, portID)
-	delete(c.coolingJSON, portID)
+	return encoded[T]{v: v, json: b}, nil
 }
 
 // Put records an attachment and persists it before returning. The attachment must not be modified
@@ -223,15 +208,18 @@ func (c *Checkpoint) deleteCoolingLocked(portID string) {
 func (c *Checkpoint) Put(a *Attachment) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	prev := c.attachments[a.Owner()]
-	if err := c.setAttachmentLocked(a); err != nil {
+	e, err := encode(a)
+	if err != nil {
 		return err
 	}
+	key := a.Owner()
+	prev, had := c.attachments[key]
+	c.attachments[key] = e
 	if err := c.persistLocked(); err != nil {
-		if prev != nil {
-			_ = c.setAttachmentLocked(prev) // encoded before
+		if had {
+			c.attachments[key] = prev
 		} else {
-			c.deleteAttachmentLocked(a.Owner())
+			delete(c.attachments, key)
 		}
 		return err
 	}
@@ -247,13 +235,15 @@ func (c *Checkpoint) Release(containerID, ifName string, at time.Time) error {
 	if !ok {
 		return nil
 	}
-	if err := c.setCoolingLocked(Cooling{Port: a.Port, ReleasedAt: at}); err != nil {
+	cl, err := encode(Cooling{Port: a.v.Port, ReleasedAt: at})
+	if err != nil {
 		return err
 	}
-	c.deleteAttachmentLocked(key)
+	delete(c.attachments, key)
+	c.cooling[a.v.Port.ID] = cl
 	if err := c.persistLocked(); err != nil {
-		_ = c.setAttachmentLocked(a) // encoded before
-		c.deleteCoolingLocked(a.Port.ID)
+		c.attachments[key] = a
+		delete(c.cooling, a.v.Port.ID)
 		return err
 	}
 	return nil
@@ -268,9 +258,9 @@ func (c *Checkpoint) Drop(containerID, ifName string) error {
 	if !ok {
 		return nil
 	}
-	c.deleteAttachmentLocked(key)
+	delete(c.attachments, key)
 	if err := c.persistLocked(); err != nil {
-		_ = c.setAttachmentLocked(a) // encoded before
+		c.attachments[key] = a
 		return err
 	}
 	return nil
@@ -283,7 +273,7 @@ func (c *Checkpoint) Cooled(portIDs ...string) error {
 	changed := false
 	for _, id := range portIDs {
 		if _, ok := c.cooling[id]; ok {
-			c.deleteCoolingLocked(id)
+			delete(c.cooling, id)
 			changed = true
 		}
 	}
@@ -334,20 +324,20 @@ func (c *Checkpoint) persistLocked() error {
 func (c *Checkpoint) encodeLocked() {
 	c.buf.Reset()
 	fmt.Fprintf(&c.buf, `{"version":%d,"attachments":[`, checkpointVersion)
-	joinJSON(&c.buf, c.attachmentJSON)
+	joinJSON(&c.buf, c.attachments)
 	c.buf.WriteString(`],"cooling":[`)
-	joinJSON(&c.buf, c.coolingJSON)
+	joinJSON(&c.buf, c.cooling)
 	c.buf.WriteString("]}")
 }
 
-func joinJSON(b *bytes.Buffer, entries map[string][]byte) {
+func joinJSON[T any](b *bytes.Buffer, entries map[string]encoded[T]) {
 	first := true
 	for _, e := range entries {
 		if !first {
 			b.WriteByte(',')
 		}
 		first = false
-		b.Write(e)
+		b.Write(e.json)
 	}
 }
 
