@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/textproto"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -56,30 +55,20 @@ func (c *Client) Call(ctx context.Context, path string, req *Request) ([]byte, e
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socketPath)
 	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) {
-			return nil, fmt.Errorf("%w at %s: %v", ErrAgentUnavailable, c.socketPath, opErr.Err)
+		cause := err
+		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) {
+			cause = opErr.Err
 		}
-		return nil, fmt.Errorf("%w at %s: %v", ErrAgentUnavailable, c.socketPath, err)
+		return nil, fmt.Errorf("%w at %s: %v", ErrAgentUnavailable, c.socketPath, cause)
 	}
 	defer conn.Close()
-	// The context bounds the whole exchange: its deadline becomes the connection's, and its
-	// cancellation interrupts a read or write in progress.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	// The context bounds the whole exchange: once it is done (deadline or cancellation), a read or
+	// write in progress fails at once, and the error is the context's.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	status, data, err := exchange(conn, method, path, body)
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The connection's deadline is the context's: the context ends at the same moment.
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -124,27 +113,28 @@ func exchange(conn net.Conn, method, path string, body []byte) (int, []byte, err
 	if te := hdr.Get("Transfer-Encoding"); te != "" {
 		return 0, nil, fmt.Errorf("read answer: unexpected Transfer-Encoding %q to an HTTP/1.0 request", te)
 	}
-	limit := int64(maxResponseBytes)
-	if cl := hdr.Get("Content-Length"); cl != "" {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err != nil || n < 0 {
-			return 0, nil, fmt.Errorf("read answer: bad Content-Length %q", cl)
+	cl := hdr.Get("Content-Length")
+	if cl == "" {
+		// The body runs to the end of the connection.
+		data, err := io.ReadAll(io.LimitReader(tp.R, maxResponseBytes+1))
+		switch {
+		case err != nil:
+			return 0, nil, fmt.Errorf("read answer body: %w", err)
+		case len(data) > maxResponseBytes:
+			return 0, nil, fmt.Errorf("read answer: more than the %d bytes accepted", maxResponseBytes)
 		}
-		if n > maxResponseBytes {
-			return 0, nil, fmt.Errorf("read answer: %d bytes, more than the %d accepted", n, maxResponseBytes)
-		}
-		limit = n
+		return status, data, nil
 	}
-	data, err := io.ReadAll(io.LimitReader(tp.R, limit+1))
+	n, err := strconv.ParseInt(cl, 10, 64)
 	switch {
-	case err != nil:
-		return 0, nil, fmt.Errorf("read answer body: %w", err)
-	case int64(len(data)) > limit && hdr.Get("Content-Length") == "":
-		return 0, nil, fmt.Errorf("read answer: more than the %d bytes accepted", maxResponseBytes)
-	case int64(len(data)) > limit:
-		data = data[:limit] // bytes after the declared length are not the answer's
-	case hdr.Get("Content-Length") != "" && int64(len(data)) < limit:
-		return 0, nil, fmt.Errorf("read answer body: %d of %d bytes: %w", len(data), limit, io.ErrUnexpectedEOF)
+	case err != nil || n < 0:
+		return 0, nil, fmt.Errorf("read answer: bad Content-Length %q", cl)
+	case n > maxResponseBytes:
+		return 0, nil, fmt.Errorf("read answer: %d bytes, more than the %d accepted", n, maxResponseBytes)
+	}
+	data := make([]byte, n) // bytes after the declared length are not the answer's
+	if got, err := io.ReadFull(tp.R, data); err != nil {
+		return 0, nil, fmt.Errorf("read answer body: %d of %d bytes: %w", got, n, err)
 	}
 	return status, data, nil
 }
