@@ -170,13 +170,16 @@ func (r *runner) stop() {
 			drained = true
 		}
 	}
-	grace := time.NewTimer(r.d.shutdownGrace)
-	defer grace.Stop()
-	if r.d.shutdownGrace <= 0 {
+	var graceOver <-chan time.Time // nil without a grace: the deletions are cancelled at once
+	if r.d.shutdownGrace > 0 {
+		t := time.NewTimer(r.d.shutdownGrace)
+		defer t.Stop()
+		graceOver = t.C
+	} else {
 		r.cancelDel()
 	}
 	if len(queued) > 0 {
-		r.delete(queued) // with the grace cancelled, they fail and the next Run's tick deletes them
+		r.delete(queued) // once cancelled, they are given back as failed: the next start deletes them
 	}
 	done := make(chan struct{})
 	go func() {
@@ -185,7 +188,7 @@ func (r *runner) stop() {
 	}()
 	select {
 	case <-done:
-	case <-grace.C:
+	case <-graceOver:
 		klog.FromContext(r.ctx).Info("shutdown grace over: pending port deletions cancelled; the next start deletes them", "grace", r.d.shutdownGrace)
 		r.cancelDel()
 		<-done
@@ -267,6 +270,11 @@ func (d *Driver) runRefill(ctx context.Context, t Refill) (int, error) {
 
 // recycle gives a cooled port its pool identity back.
 func (d *Driver) recycle(ctx context.Context, p Port) {
+	// A rename still in flight lands first; waiting for it holds no I/O slot.
+	if err := d.waitMarks(ctx, p.ID); err != nil {
+		d.e.RecycleFailed(p.ID)
+		return
+	}
 	select {
 	case d.ioSem <- struct{}{}:
 	case <-ctx.Done():
@@ -274,10 +282,6 @@ func (d *Driver) recycle(ctx context.Context, p Port) {
 		return
 	}
 	defer func() { <-d.ioSem }()
-	if err := d.waitMarks(ctx, p.ID); err != nil {
-		d.e.RecycleFailed(p.ID)
-		return
-	}
 	if err := d.b.ResetPort(ctx, p); err != nil {
 		if errors.Is(err, ErrPortGone) {
 			klog.FromContext(ctx).Info("a port being recycled was deleted outside the agent; forgotten", "port", p.ID)
