@@ -111,29 +111,9 @@ PY
 	echo "kuryr-agent ($1) did not become ready:" >&2; tail -20 "$D/agent-$1.log" >&2; exit 1
 }
 
-# clear_host HOST: delete every port bound to HOST, so that a phase starts and ends with none (a
+# clear_host HOST: delete every kuryr port bound to HOST, so that a phase starts and ends with none (a
 # noop agent would spend its start deleting an earlier run's ports, with ADDs timing out meanwhile).
-clear_host() {
-	python3 - "$fixture" "$1" <<'PY'
-import concurrent.futures, json, sys, urllib.error, urllib.request
-f = json.load(open(sys.argv[1]))
-ep, hdr = f["endpoint"].rstrip("/") + "/v2.0/", {"X-Project-Id": f["project"], "X-Roles": "admin"}
-def call(method, path):
-    with urllib.request.urlopen(urllib.request.Request(ep + path, method=method, headers=hdr), timeout=300) as r:
-        return r.read()
-def delete(port_id):
-    try:
-        call("DELETE", "ports/" + port_id)
-    except urllib.error.HTTPError as e:
-        if e.code != 404: # gone already: Neutron still works through deletions whose client has left
-            raise
-ids = [p["id"] for p in json.loads(call("GET", "ports?fields=id&binding:host_id=" + sys.argv[2]))["ports"]]
-with concurrent.futures.ThreadPoolExecutor(4) as ex:
-    list(ex.map(delete, ids))
-if ids:
-    print(f"deleted {len(ids)} ports of {sys.argv[2]}", file=sys.stderr)
-PY
-}
+clear_host() { "$D/bench" -mode clear -fixture "$fixture" -host "$1" >&2; }
 
 # Neutron requests of the running agent by operation, as "op=count ..." (sorted).
 neutron_requests() {
